@@ -1,0 +1,199 @@
+"""Alert rules over window results, and the channels that deliver alerts.
+
+An alert's fingerprint is (model, version, detector). It fires after ``consecutive`` drifted windows,
+repeats are suppressed while it stays firing, and it resolves after ``resolve_after`` clean windows;
+both transitions are delivered. Windows with insufficient data neither advance nor reset a rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+from monitor.metrics import DaemonMetrics
+
+log = logging.getLogger(__name__)
+
+Status = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert notification (firing or resolved), JSON-serialisable as sent to webhooks."""
+
+    id: str
+    fingerprint: str
+    status: Status
+    model: str
+    version: str
+    detector: str
+    window: int
+    window_id: str
+    window_start: float
+    window_end: float
+    started_at: float
+    features: tuple[str, ...] = ()
+    summary: str = ""
+    training_run: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps({"schema": "inferwatch.alert/v1", **asdict(self)}, sort_keys=True).encode()
+
+
+@dataclass
+class _RuleState:
+    breaches: int = 0
+    clean: int = 0
+    firing: Alert | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one window said about one detector."""
+
+    model: str
+    version: str
+    detector: str
+    window: int
+    window_id: str
+    window_start: float
+    window_end: float
+    drifted: bool
+    insufficient: bool = False
+    features: tuple[str, ...] = ()
+    summary: str = ""
+    training_run: str | None = None
+
+
+class AlertRules:
+    """k-consecutive firing, r-consecutive resolution, per fingerprint. State is one small record per
+    (model, version, detector), which the configured models bound."""
+
+    def __init__(self, consecutive: int = 1, resolve_after: int = 2) -> None:
+        self.consecutive = consecutive
+        self.resolve_after = resolve_after
+        self._state: dict[str, _RuleState] = {}
+
+    def observe(self, obs: Observation) -> Alert | None:
+        """Update the rule with one window; return an alert when it fires or resolves."""
+        fingerprint = hashlib.sha256(f"{obs.model}\0{obs.version}\0{obs.detector}".encode()).hexdigest()[:16]
+        st = self._state.setdefault(fingerprint, _RuleState())
+        if obs.insufficient:
+            return None
+        if obs.drifted:
+            st.breaches += 1
+            st.clean = 0
+            if st.firing is None and st.breaches >= self.consecutive:
+                st.firing = self._alert(fingerprint, "firing", obs, started_at=obs.window_end)
+                return st.firing
+            return None
+        st.breaches = 0
+        st.clean += 1
+        if st.firing is not None and st.clean >= self.resolve_after:
+            started = st.firing.started_at
+            st.firing = None
+            return self._alert(fingerprint, "resolved", obs, started_at=started)
+        return None
+
+    @property
+    def firing(self) -> list[Alert]:
+        return [s.firing for s in self._state.values() if s.firing is not None]
+
+    @staticmethod
+    def _alert(fingerprint: str, status: Status, obs: Observation, started_at: float) -> Alert:
+        # The id is the same for every delivery attempt of this notification (receivers deduplicate on it).
+        ident = hashlib.sha256(f"{fingerprint}\0{status}\0{obs.window_id}".encode()).hexdigest()[:32]
+        return Alert(id=ident, fingerprint=fingerprint, status=status, model=obs.model, version=obs.version,
+                     detector=obs.detector, window=obs.window, window_id=obs.window_id,
+                     window_start=obs.window_start, window_end=obs.window_end, started_at=started_at,
+                     features=obs.features, summary=obs.summary, training_run=obs.training_run)
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, alert: Alert) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+@dataclass
+class MemoryChannel:
+    """Keeps alerts in a list: the in-process sink the demo reports from."""
+
+    name: str = "memory"
+    alerts: list[Alert] = field(default_factory=list)
+
+    def send(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        return None
+
+
+class WebhookChannel:
+    """POSTs each alert as JSON to a URL from a background thread, retrying timeouts, connection errors,
+    408, 429 and 5xx with exponential backoff and full jitter; other 4xx are not retried. The queue is
+    bounded; an alert that cannot be queued or delivered is counted as a delivery failure and logged."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, metrics: DaemonMetrics, timeout_s: float = 5.0, max_attempts: int = 5,
+                 backoff_s: float = 0.5, capacity: int = 1000,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self._metrics = metrics
+        self._sleep = sleep
+        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=capacity)
+        self._thread = threading.Thread(target=self._run, name="inferwatch-webhook", daemon=True)
+        self._thread.start()
+
+    def send(self, alert: Alert) -> None:
+        try:
+            self._queue.put_nowait(alert)
+        except queue.Full:
+            self._metrics.alert_delivery_failures.labels(channel=self.name).inc()
+            log.error("webhook queue full; dropped alert %s (%s %s)", alert.id, alert.status, alert.detector)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued (within ``timeout_s``), then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while (alert := self._queue.get()) is not None:
+            self._deliver(alert)
+
+    def _deliver(self, alert: Alert) -> None:
+        body = alert.to_json()
+        for attempt in range(1, self.max_attempts + 1):
+            request = urllib.request.Request(self.url, data=body, method="POST", headers={
+                "Content-Type": "application/json", "User-Agent": "inferwatch", "Idempotency-Key": alert.id})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    response.read()
+                self._metrics.alerts_sent.labels(channel=self.name, status=alert.status).inc()
+                log.info("alert %s %s delivered to %s", alert.status, alert.detector, self.url)
+                return
+            except urllib.error.HTTPError as exc:
+                retryable = exc.code in (408, 429) or exc.code >= 500
+                problem = f"HTTP {exc.code}"
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                retryable, problem = True, str(getattr(exc, "reason", exc))
+            if not retryable or attempt == self.max_attempts:
+                break
+            self._sleep(random.uniform(0, self.backoff_s * 2 ** (attempt - 1)))
+        self._metrics.alert_delivery_failures.labels(channel=self.name).inc()
+        log.error("alert %s not delivered to %s after %d attempt(s): %s", alert.id, self.url, attempt, problem)

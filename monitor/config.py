@@ -1,0 +1,158 @@
+"""The one typed configuration tree of the daemon, loaded and validated in one place.
+
+A configuration file is YAML (or JSON). Every key has a default except ``models``; unknown keys are
+errors, so a typo never silently falls back to a default. Errors name the offending key path:
+
+>>> load_config_text("models: []\\nwindow: {size: -5}")
+Traceback (most recent call last):
+...
+monitor.errors.ConfigError: config: Expected `int` >= 1 at window.size
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import yaml
+
+from monitor.errors import ConfigError
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Probability = Annotated[float, msgspec.Meta(gt=0, lt=1)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every config section: immutable, keyword-only, unknown keys rejected."""
+
+
+class ModelConfig(_Strict, frozen=True):
+    """A model version to watch and the reference profile its windows are compared with."""
+
+    name: Name
+    version: Name
+    profile: str
+    training_run: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+class KafkaConfig(_Strict, frozen=True):
+    """Consume from Kafka instead of the embedded in-process bus."""
+
+    bootstrap: Name
+    group: Name = "inferwatch-detect"
+    client_id: Name = "inferwatch"
+    create_topics: bool = True
+    partitions: Positive = 1
+
+
+class TopicsConfig(_Strict, frozen=True):
+    events: Name = "inferwatch.events"
+    feedback: Name = "inferwatch.feedback"
+    results: Name = "inferwatch.results"
+    deadletter: Name = "inferwatch.deadletter"
+
+
+class WindowConfig(_Strict, frozen=True):
+    """Tumbling windows per model version: a window closes at ``size`` events, or after ``max_seconds``
+    of wall time once it holds ``min_samples`` (so a quiet model still gets results)."""
+
+    size: Positive = 500
+    max_seconds: PositiveFloat = 300.0
+    min_samples: Positive = 30
+
+
+class DetectConfig(_Strict, frozen=True):
+    """False-alarm control: ``alpha`` is the per-window family-wise (Bonferroni) or false-discovery (BH)
+    level across features; ``min_effect`` is the floor on the KS statistic (features) and on the
+    Jensen–Shannon distance (predicted classes) below which no shift is reported, however significant."""
+
+    alpha: Probability = 0.01
+    correction: Literal["bonferroni", "bh"] = "bonferroni"
+    min_effect: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+
+
+class WebhookConfig(_Strict, frozen=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    timeout_s: PositiveFloat = 5.0
+    max_attempts: Positive = 5
+    backoff_s: PositiveFloat = 0.5
+
+
+class AlertsConfig(_Strict, frozen=True):
+    """An alert fires after ``consecutive`` drifted windows and resolves after ``resolve_after`` clean ones."""
+
+    consecutive: Positive = 1
+    resolve_after: Positive = 2
+    webhook: WebhookConfig | None = None
+
+
+class ServerConfig(_Strict, frozen=True):
+    """HTTP server for ``/metrics``, ``/healthz``, ``/readyz`` and, on the embedded bus, event ingest."""
+
+    host: str = "127.0.0.1"
+    port: Port = 9464
+    max_body_bytes: Positive = 4 * 1024 * 1024
+
+
+class Config(_Strict, frozen=True):
+    models: list[ModelConfig]
+    kafka: KafkaConfig | None = None
+    topics: TopicsConfig = TopicsConfig()
+    window: WindowConfig = WindowConfig()
+    detect: DetectConfig = DetectConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    server: ServerConfig = ServerConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; relative profile paths are resolved against its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+    config = load_config_text(text, source=str(p))
+    models = [
+        msgspec.structs.replace(m, profile=str((p.parent / m.profile).resolve()))
+        if not Path(m.profile).is_absolute() else m
+        for m in config.models
+    ]
+    return msgspec.structs.replace(config, models=models)
+
+
+def load_config_text(text: str, source: str = "config") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    for model in raw.get("models") or []:
+        # YAML reads `version: 1` as a number; a version is a name.
+        if isinstance(model, dict) and isinstance(model.get("version"), int | float):
+            model["version"] = str(model["version"])
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT.search(message)
+        where = f" at {match.group('path') or '(top level)'}" if match else ""
+        raise ConfigError(f"{source}: {_AT.sub('', message)}{where}") from exc
+    keys = [m.key for m in config.models]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: models lists {', '.join(duplicates)} more than once")
+    return config

@@ -1,0 +1,259 @@
+"""``inferwatch demo``: a CNN served through the collector, watched by the detection pipeline.
+
+It trains a small CNN on scikit-learn's digits (seconds on a CPU), builds the reference profile from the
+training images and the model's predictions on them, serves held-out digits through
+:class:`~collectors.ClassifierCollector` window by window, and from the middle window on injects drift.
+Events flow over the in-process bus, or through Kafka when ``kafka`` is given, into the same
+:class:`~monitor.pipeline.Pipeline` that ``inferwatch run`` uses.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from detectors import build_reference
+from monitor.alerts import MemoryChannel
+from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.daemon import build_transport
+from monitor.errors import InferwatchError
+from monitor.metrics import daemon_metrics
+from monitor.pipeline import Pipeline, WindowResult
+from monitor.profiles import Profile, load_profile, save_profile
+
+Drift = Literal["noise", "invert", "classmix"]
+DRIFTS: tuple[Drift, ...] = ("noise", "invert", "classmix")
+MODEL, VERSION = "digits-cnn", "1"
+
+
+@dataclass(frozen=True)
+class DemoAlert:
+    window: int
+    model: str
+    version: str
+    detector: str
+    status: str
+    features: tuple[str, ...]
+    summary: str
+    seconds_after_start: float
+
+
+@dataclass(frozen=True)
+class DemoWindow:
+    window: int
+    drift_injected: bool
+    feature_drift: bool
+    prediction_drift: bool
+    drifted_features: tuple[str, ...]
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    transport: str
+    drift: str
+    windows: int
+    window_size: int
+    drift_injected_at_window: int
+    train_accuracy: float
+    test_accuracy: float
+    train_seconds: float
+    elapsed_seconds: float
+    events: int
+    alerts: tuple[DemoAlert, ...]
+    per_window: tuple[DemoWindow, ...]
+
+    @property
+    def first_alert_window(self) -> int | None:
+        return min((a.window for a in self.alerts if a.status == "firing"), default=None)
+
+
+def _digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.35, random_state=seed,
+                                                        stratify=digits.target)
+    return x_train, x_test, y_train, y_test
+
+
+def train_cnn(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 25) -> Any:
+    """A two-convolution CNN for 8x8 digits; about 3 s on two CPU cores."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),  # (B, 16, 8, 8)
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),  # (B, 32, 8, 8)
+        nn.MaxPool2d(2),  # (B, 32, 4, 4)
+        nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(),  # (B, 64): the penultimate embedding
+        nn.Linear(64, 10),  # (B, 10) logits
+    )
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.split(torch.randperm(len(xt), generator=generator), 64):
+            optimiser.zero_grad()
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+    return model.eval()
+
+
+def inject(drift: Drift, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one kind of drift to a window of images (and, for ``classmix``, its labels)."""
+    if drift == "noise":  # a noisier camera: Gaussian noise, clipped to the valid range
+        return np.clip(x + rng.normal(0, 0.25, x.shape).astype(np.float32), 0, 1), y
+    if drift == "invert":  # a dark-mode client: light digits on a dark background become dark on light
+        return 1.0 - x, y
+    keep = np.isin(y, (0, 1, 7))  # a new user population writing mostly 0, 1 and 7
+    idx = rng.choice(np.flatnonzero(keep), size=len(y))
+    return x[idx], y[idx]
+
+
+def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12, window_size: int = 200,
+             seed: int = 7, workdir: Path | None = None,
+             progress: Callable[[str], None] = lambda _: None) -> DemoReport:
+    try:
+        import torch
+    except ImportError as exc:
+        raise InferwatchError("the demo trains a CNN and needs torch: pip install 'inferwatch[torch]'") from exc
+    from collectors import IMAGE_FEATURES, ClassifierCollector, EventProducer, image_summary
+
+    if windows < 4:
+        raise InferwatchError("the demo needs at least 4 windows")
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    x_train, x_test, y_train, y_test = _digits(seed)
+    progress(f"training a CNN on {len(x_train)} scikit-learn digits ...")
+    model = train_cnn(x_train, y_train, seed)
+    with torch.no_grad():
+        train_logits = model(torch.from_numpy(x_train))
+        train_pred = train_logits.argmax(1).numpy()
+        test_pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
+        reference_features = image_summary(torch.from_numpy(x_train)).numpy().astype(np.float64)
+    train_seconds = time.monotonic() - started
+    train_acc, test_acc = float((train_pred == y_train).mean()), float((test_pred == y_test).mean())
+    progress(f"trained in {train_seconds:.1f} s: accuracy {train_acc:.3f} train, {test_acc:.3f} held out")
+
+    tmp = tempfile.TemporaryDirectory(prefix="inferwatch-demo-") if workdir is None else None
+    folder = Path(tmp.name) if tmp else Path(workdir or ".")
+    profile_path = folder / "digits-cnn.profile.npz"
+    save_profile(profile_path, Profile(
+        reference=build_reference(reference_features, IMAGE_FEATURES, predictions=train_pred,
+                                  class_labels=[str(i) for i in range(10)]),
+        model=MODEL, version=VERSION, training_run=f"demo://digits-cnn/seed-{seed}"))
+    profile = load_profile(profile_path)
+    progress(f"reference profile: {len(IMAGE_FEATURES)} input features and 10 class priors -> {profile_path}")
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicsConfig(events=f"inferwatch.demo-{suffix}.events", feedback=f"inferwatch.demo-{suffix}.feedback",
+                          results=f"inferwatch.demo-{suffix}.results",
+                          deadletter=f"inferwatch.demo-{suffix}.deadletter") if kafka else TopicsConfig()
+    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile=str(profile_path),
+                                        training_run=profile.training_run)],
+                    kafka=KafkaConfig(bootstrap=kafka, group=f"inferwatch-demo-{suffix}") if kafka else None,
+                    topics=topics, window=WindowConfig(size=window_size, max_seconds=3600, min_samples=30))
+    transport = build_transport(config)
+    registry = CollectorRegistry()
+    channel = MemoryChannel()
+    results: list[WindowResult] = []
+    consumer = transport.consumer([topics.events, topics.feedback], config.kafka.group if config.kafka else "demo")
+    producer = transport.producer()
+    pipeline = Pipeline(config, {f"{MODEL}/{VERSION}": profile}, consumer, producer, daemon_metrics(registry),
+                        [channel], on_result=results.append)
+    stop = threading.Event()
+    detector = threading.Thread(target=pipeline.run, args=(stop,), name="inferwatch-pipeline", daemon=True)
+    detector.start()
+    events = EventProducer(producer, topics.events, registry=registry)
+    collector = ClassifierCollector(model, events, MODEL, VERSION)
+
+    inject_at = windows // 2
+    accuracy: list[float] = []
+    where = f"Kafka at {kafka}" if kafka else "the in-process bus"
+    progress(f"serving {windows} windows of {window_size} held-out digits over {where}; "
+             f"{drift} drift from window {inject_at}")
+    with torch.no_grad():
+        for w in range(windows):
+            idx = rng.integers(0, len(x_test), window_size)
+            x, y = x_test[idx], y_test[idx]
+            if w >= inject_at:
+                x, y = inject(drift, x, y, rng)
+            correct = 0
+            for lo in range(0, window_size, 25):  # requests of 25 images, as a serving batcher would send
+                logits = collector(torch.from_numpy(np.ascontiguousarray(x[lo:lo + 25])))
+                correct += int((logits.argmax(1).numpy() == y[lo:lo + 25]).sum())
+            accuracy.append(correct / window_size)
+    events.close()
+    deadline = time.monotonic() + 60
+    while len(results) < windows and time.monotonic() < deadline and detector.is_alive():
+        time.sleep(0.05)
+    stop.set()
+    detector.join(30)
+    consumer.close()
+    producer.close(timeout_s=10)
+    transport.close()
+    if tmp is not None:
+        tmp.cleanup()
+    if len(results) < windows:
+        raise InferwatchError(f"only {len(results)} of {windows} windows were evaluated within 60 s")
+
+    by_window = {r.index: r for r in results}
+    alerts = tuple(DemoAlert(window=a.window, model=a.model, version=a.version, detector=a.detector,
+                             status=a.status, features=a.features, summary=a.summary,
+                             seconds_after_start=round(a.window_end - started_wall(started), 3))
+                   for a in channel.alerts)
+    per_window = tuple(DemoWindow(
+        window=w, drift_injected=w >= inject_at, feature_drift=by_window[w].features.drifted,
+        prediction_drift=by_window[w].prediction_drifted, drifted_features=by_window[w].features.drifted_features,
+        accuracy=accuracy[w]) for w in range(windows))
+    return DemoReport(transport="kafka" if kafka else "embedded", drift=drift, windows=windows,
+                      window_size=window_size, drift_injected_at_window=inject_at, train_accuracy=train_acc,
+                      test_accuracy=test_acc, train_seconds=round(train_seconds, 2),
+                      elapsed_seconds=round(time.monotonic() - started, 2), events=windows * window_size,
+                      alerts=alerts, per_window=per_window)
+
+
+def started_wall(monotonic_start: float) -> float:
+    """Wall-clock time of a ``time.monotonic()`` reading taken earlier in this process."""
+    return time.time() - (time.monotonic() - monotonic_start)
+
+
+def format_report(r: DemoReport) -> str:
+    lines = [f"inferwatch demo: {r.events} digit images through a CNN on the {r.transport} transport, "
+             f"{r.drift} drift injected at window {r.drift_injected_at_window}", ""]
+    lines.append(" window  traffic   accuracy  drift found")
+    for w in r.per_window:
+        found = []
+        if w.feature_drift:
+            found.append("inputs: " + ", ".join(w.drifted_features))
+        if w.prediction_drift:
+            found.append("predicted-class mix")
+        lines.append(f" {w.window:>6}  {'DRIFTED' if w.drift_injected else 'clean':<8}  {w.accuracy:>8.3f}  "
+                     f"{'; '.join(found) or '-'}")
+    lines.append("")
+    if not r.alerts:
+        lines.append("no alerts")
+    for a in r.alerts:
+        lines.append(f"ALERT {a.status:<8} {a.detector:<16} {a.model}/{a.version} window {a.window} "
+                     f"(+{a.seconds_after_start:.1f} s): {a.summary}")
+    first = r.first_alert_window
+    verdict = ("no alert fired" if first is None else
+               f"first alert in window {first}, {first - r.drift_injected_at_window} window(s) after the injection"
+               if first >= r.drift_injected_at_window else f"FALSE ALARM in window {first}, before the injection")
+    lines += ["", f"{verdict}; model accuracy {r.test_accuracy:.3f} held out (trained in {r.train_seconds:.1f} s); "
+                  f"total {r.elapsed_seconds:.1f} s"]
+    return "\n".join(lines)

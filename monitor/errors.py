@@ -1,0 +1,32 @@
+"""One exception hierarchy for inferwatch, rooted in :class:`InferwatchError`."""
+
+from __future__ import annotations
+
+
+class InferwatchError(Exception):
+    """Base class of every error inferwatch raises on purpose."""
+
+
+class ConfigError(InferwatchError):
+    """A configuration file or option is invalid; the message names the offending key."""
+
+
+class ProfileError(InferwatchError):
+    """A reference profile is missing, unreadable, or does not match the events it is used for."""
+
+
+class DataError(InferwatchError):
+    """An input data file (for ``inferwatch drift`` or ``baseline``) cannot be used."""
+
+
+class TransportError(InferwatchError):
+    """The event transport (Kafka or the in-process bus) failed in a way the caller must handle."""
+
+
+class EventError(InferwatchError):
+    """A record failed validation. ``reason`` is a short, bounded label used in metrics and dead letters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

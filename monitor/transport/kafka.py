@@ -1,0 +1,380 @@
+"""Apache Kafka transport on kafka-python (3.x): idempotent producer, manually committed consumers.
+
+Also :func:`ensure_topics` and :func:`wait_until_ready` for deployment and tests. kafka-python logs a
+lot at INFO; importing this module raises the ``kafka`` logger to WARNING unless a level was set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from monitor.errors import TransportError
+from monitor.transport.base import (
+    Consumer,
+    DoneCallback,
+    Message,
+    Producer,
+    Transport,
+    validate_topic,
+)
+
+__all__ = ["KafkaTransport", "ensure_topics", "wait_until_ready"]
+
+log = logging.getLogger(__name__)
+
+# How long a forced producer close waits for kafka-python's I/O thread to fail the pending batches.
+_FORCE_CLOSE_JOIN_S = 5.0
+
+_kafka_log = logging.getLogger("kafka")
+if _kafka_log.level == logging.NOTSET:
+    _kafka_log.setLevel(logging.WARNING)
+
+
+def _unreachable(bootstrap: str, timeout_s: float, exc: BaseException) -> TransportError:
+    err = TransportError(f"Kafka broker unreachable at {bootstrap} after {timeout_s:g} s: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _admin(bootstrap: str, timeout_s: float, client_id: str) -> KafkaAdminClient:
+    """Connect an admin client, raising :class:`TransportError` if bootstrap fails within ``timeout_s``."""
+    timeout_ms = max(1, int(timeout_s * 1000))
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=max(timeout_ms, 1000),
+        )
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, timeout_s, exc) from exc
+
+
+def wait_until_ready(bootstrap: str, timeout_s: float = 30) -> None:
+    """Return once the cluster at ``bootstrap`` answers a metadata request naming a broker.
+
+    Raises
+    ------
+    TransportError
+        No usable metadata within about ``timeout_s`` seconds; the message names ``bootstrap``.
+    """
+    admin = _admin(bootstrap, timeout_s, "inferwatch-ready")
+    try:
+        cluster = admin.describe_cluster()
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, timeout_s, exc) from exc
+    finally:
+        admin.close()
+    if not cluster.get("brokers"):
+        raise TransportError(f"Kafka at {bootstrap} answered but lists no brokers")
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int], timeout_s: float = 30) -> None:
+    """Create ``{topic: partitions}`` with replication factor 1; existing topics are left as they are.
+
+    Returns once every topic has a leader for each partition.
+
+    Raises
+    ------
+    TransportError
+        The broker is unreachable, refuses a creation, or the topics are not ready in ``timeout_s``.
+    """
+    for name, partitions in topics.items():
+        validate_topic(name)
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ValueError(f"partitions for {name!r} must be an int >= 1, got {partitions!r}")
+    if not topics:
+        return
+    request = {name: {"num_partitions": n, "replication_factor": 1} for name, n in topics.items()}
+    timeout_ms = max(1, int(timeout_s * 1000))
+    admin = _admin(bootstrap, timeout_s, "inferwatch-admin")
+    try:
+        result = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+        for topic in result["topics"]:
+            code = topic["error_code"]
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise TransportError(
+                    f"cannot create topic {topic['name']!r} at {bootstrap}: "
+                    f"error {code} {topic.get('error_message') or ''}".rstrip()
+                )
+        admin.wait_for_topics(list(topics), timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        raise TransportError(f"creating topics {sorted(topics)} at {bootstrap} failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
+class KafkaTransport(Transport):
+    """Factory of kafka-python producers and consumers for one cluster.
+
+    Parameters
+    ----------
+    bootstrap
+        ``host:port[,host:port...]`` of the cluster.
+    client_id
+        Client id the broker sees (consumers get ``{client_id}-{group}``).
+    linger_ms
+        Producer batching delay.
+    max_block_ms
+        Longest ``send`` may block for metadata or buffer space before raising ``TransportError``.
+    request_timeout_ms
+        Per-request timeout; also the bootstrap timeout of new clients and the commit timeout.
+    extra_producer, extra_consumer
+        Further kafka-python options, applied last (they override the defaults above).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str = "inferwatch",
+        linger_ms: int = 5,
+        max_block_ms: int = 1000,
+        request_timeout_ms: int = 30000,
+        extra_producer: Mapping[str, Any] | None = None,
+        extra_consumer: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not bootstrap:
+            raise ValueError("bootstrap must name at least one host:port")
+        for name, value in (
+            ("linger_ms", linger_ms),
+            ("max_block_ms", max_block_ms),
+            ("request_timeout_ms", request_timeout_ms),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.request_timeout_ms = request_timeout_ms
+        self._producer_config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "compression_type": None,
+            "linger_ms": linger_ms,
+            "max_block_ms": max_block_ms,
+            "request_timeout_ms": request_timeout_ms,
+            "bootstrap_timeout_ms": request_timeout_ms,
+            **(extra_producer or {}),
+        }
+        self._consumer_config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "request_timeout_ms": request_timeout_ms,
+            "bootstrap_timeout_ms": request_timeout_ms,
+            **(extra_consumer or {}),
+        }
+        self._lock = threading.Lock()
+        self._open: set[_KafkaProducer | _KafkaConsumer] = set()
+        self._closed = False
+
+    def producer(self) -> Producer:
+        """Create an idempotent producer (``acks="all"``).
+
+        Raises
+        ------
+        TransportError
+            The broker cannot be reached within ``request_timeout_ms`` or the options are invalid.
+        """
+        self._check_open()
+        try:
+            client = KafkaProducer(**self._producer_config)
+        except KafkaError as exc:
+            raise self._connect_error("producer", exc) from exc
+        producer = _KafkaProducer(client, self)
+        self._register(producer)
+        return producer
+
+    def consumer(self, topics: Sequence[str], group: str) -> Consumer:
+        """Create a consumer of ``topics`` in ``group`` (auto-commit off, earliest offset reset).
+
+        Raises
+        ------
+        TransportError
+            The broker cannot be reached within ``request_timeout_ms`` or the options are invalid.
+        """
+        if isinstance(topics, str):
+            raise TypeError("topics must be a sequence of topic names, not a str")
+        names = tuple(dict.fromkeys(validate_topic(t) for t in topics))
+        if not names:
+            raise ValueError("a consumer needs at least one topic")
+        if not isinstance(group, str) or not group:
+            raise ValueError(f"group must be a non-empty str, got {group!r}")
+        self._check_open()
+        config = {"client_id": f"{self.client_id}-{group}", **self._consumer_config, "group_id": group}
+        try:
+            client = KafkaConsumer(*names, **config)
+        except KafkaError as exc:
+            raise self._connect_error("consumer", exc) from exc
+        consumer = _KafkaConsumer(client, self)
+        self._register(consumer)
+        return consumer
+
+    def close(self) -> None:
+        """Close every client still open (producers flush for up to ``request_timeout_ms``)."""
+        with self._lock:
+            self._closed = True
+            clients = list(self._open)
+            self._open.clear()
+        for client in clients:
+            try:
+                if isinstance(client, _KafkaProducer):
+                    client.close(self.request_timeout_ms / 1000)
+                else:
+                    client.close()
+            except Exception:
+                log.exception("closing %r failed", client)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError("Kafka transport is closed")
+
+    def _connect_error(self, what: str, exc: KafkaError) -> TransportError:
+        if isinstance(exc, KafkaTimeoutError):
+            return _unreachable(self.bootstrap, self.request_timeout_ms / 1000, exc)
+        return TransportError(f"cannot create a Kafka {what} for {self.bootstrap}: {exc}")
+
+    def _register(self, client: _KafkaProducer | _KafkaConsumer) -> None:
+        with self._lock:
+            if not self._closed:
+                self._open.add(client)
+                return
+        client.close()
+        raise TransportError("Kafka transport is closed")
+
+    def _forget(self, client: _KafkaProducer | _KafkaConsumer) -> None:
+        with self._lock:
+            self._open.discard(client)
+
+
+def _delivery_error(topic: str, exc: BaseException) -> TransportError:
+    err = TransportError(f"delivery to {topic} failed: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+class _KafkaProducer(Producer):
+    def __init__(self, client: KafkaProducer, owner: KafkaTransport) -> None:
+        self._client = client
+        self._owner = owner
+        self._closed = False
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        on_done: DoneCallback | None = None,
+    ) -> None:
+        validate_topic(topic)
+        header_list = [(name, bytes(data)) for name, data in headers]
+        try:
+            future = self._client.send(topic, value=value, key=key, headers=header_list)
+        except KafkaError as exc:
+            raise TransportError(f"cannot enqueue record for {topic}: {exc}") from exc
+        if on_done is not None:
+            future.add_callback(lambda _metadata: on_done(None))
+            future.add_errback(lambda exc: on_done(_delivery_error(topic, exc)))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        try:
+            self._client.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise TransportError(f"flush did not complete within {timeout_s} s: {exc}") from exc
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Wait up to ``timeout_s`` for pending records, then fail the rest (``on_done(exc)``) and close.
+
+        kafka-python's own ``close(timeout)`` raises ``KafkaTimeoutError`` from its internal flush when
+        records are still pending and leaves the producer open (its ``__del__`` then raises again), so
+        the flush is done here first and, on timeout, the I/O thread is force-closed before ``close``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._owner._forget(self)
+        client = self._client
+        pending = False
+        try:
+            client.flush(timeout=timeout_s)
+        except KafkaError:
+            pending = True
+        if pending:
+            log.warning("closing a Kafka producer with undelivered records; they fail with TransportError")
+            sender = getattr(client, "_sender", None)
+            if sender is not None:
+                sender.force_close()  # fails every incomplete batch, then the I/O thread exits
+                sender.join(_FORCE_CLOSE_JOIN_S)
+        try:
+            client.close(timeout=0 if pending else timeout_s)
+        except KafkaError as exc:
+            raise TransportError(f"closing the Kafka producer failed: {exc}") from exc
+
+
+class _KafkaConsumer(Consumer):
+    def __init__(self, client: KafkaConsumer, owner: KafkaTransport) -> None:
+        self._client = client
+        self._owner = owner
+        self._closed = False
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
+        if timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {timeout_s!r}")
+        if self._closed:
+            raise TransportError("consumer is closed")
+        try:
+            batches = self._client.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise TransportError(f"poll failed: {exc}") from exc
+        out: list[Message] = []
+        for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)):
+            out.extend(
+                Message(
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    key=r.key,
+                    value=b"" if r.value is None else r.value,
+                    headers=tuple((name, data) for name, data in (r.headers or ())),
+                    timestamp_ms=r.timestamp,
+                )
+                for r in batches[tp]
+            )
+        return out
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        if self._closed:
+            raise TransportError("consumer is closed")
+        if not offsets:
+            return  # kafka-python's commit() with no offsets would commit every consumed position
+        request = {}
+        for (topic, partition), offset in offsets.items():
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+                raise ValueError(f"offset for {topic}[{partition}] must be an int >= 0, got {offset!r}")
+            request[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, "", -1)
+        try:
+            self._client.commit(request, timeout_ms=self._owner.request_timeout_ms)
+        except KafkaError as exc:
+            raise TransportError(
+                f"commit of {len(request)} partition(s) to {self._owner.bootstrap} failed "
+                f"(timeout {self._owner.request_timeout_ms} ms): {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._owner._forget(self)
+        try:
+            self._client.close(autocommit=False)
+        except KafkaError as exc:
+            raise TransportError(f"closing the consumer failed: {exc}") from exc

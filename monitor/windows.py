@@ -1,0 +1,116 @@
+"""Tumbling windows of inference events, one open window per model version.
+
+A window holds at most ``size`` rows in preallocated arrays (memory is bounded by the number of watched
+model versions times ``size``). Its id is derived from the transport position of its first event, so a
+window replayed after a crash or rebalance gets the same id and a consumer of results can recognise it.
+
+>>> ws = Windows(size=2, max_seconds=60.0, min_samples=1)
+>>> ws.add("m/1", n_features=1, row=[0.5], prediction=1, position=("t", 0, 7), event_time=1.0, now=0.0)
+>>> closed = ws.add("m/1", n_features=1, row=[0.7], prediction=0, position=("t", 0, 8), event_time=2.0, now=0.0)
+>>> closed.window_id, closed.n, closed.features.tolist()
+('m/1@t-0:7', 2, [[0.5], [0.7]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Position = tuple[str, int, int]
+"""(topic, partition, offset) of a record."""
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class _Open:
+    key: str
+    index: int
+    window_id: str
+    opened_at: float
+    features: np.ndarray  # (size, F)
+    predictions: np.ndarray  # (size,) int64, -1 where the event had none
+    n: int = 0
+    first_time: float = float("inf")
+    last_time: float = float("-inf")
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """The rows of one closed window, ready for the detectors."""
+
+    key: str
+    index: int
+    window_id: str
+    features: np.ndarray  # (n, F)
+    predictions: np.ndarray  # (k,) class indices of the events that carried a prediction
+    first_time: float
+    last_time: float
+    reason: str  # "full" or "timeout"
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+
+class Windows:
+    """Count-based tumbling windows with a wall-clock timeout, per key (``model/version``)."""
+
+    def __init__(self, size: int, max_seconds: float, min_samples: int) -> None:
+        self.size = size
+        self.max_seconds = max_seconds
+        self.min_samples = min_samples
+        self._open: dict[str, _Open] = {}
+        self._next_index: dict[str, int] = {}
+
+    def add(self, key: str, n_features: int, row: Iterable[float], prediction: int | None,
+            position: Position, event_time: float, now: float) -> ClosedWindow | None:
+        """Append one event's row; return the window if this event filled it."""
+        w = self._open.get(key)
+        if w is None:
+            w = self._start(key, n_features, position, now)
+        w.features[w.n] = np.fromiter(row, dtype=np.float64, count=n_features)
+        w.predictions[w.n] = -1 if prediction is None else prediction
+        w.n += 1
+        w.first_time = min(w.first_time, event_time)
+        w.last_time = max(w.last_time, event_time)
+        tp = (position[0], position[1])
+        w.first_offsets.setdefault(tp, position[2])
+        return self._close(key, "full") if w.n >= self.size else None
+
+    def expired(self, now: float) -> list[ClosedWindow]:
+        """Close windows open longer than ``max_seconds`` that hold at least ``min_samples`` events."""
+        due = [k for k, w in self._open.items() if now - w.opened_at >= self.max_seconds and w.n >= self.min_samples]
+        return [self._close(k, "timeout") for k in due]
+
+    def safe_offsets(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Offsets that may be committed: the next offset after everything consumed, except where an open
+        window still holds events of that partition, whose first offset then bounds the commit."""
+        safe = dict(consumed)
+        for w in self._open.values():
+            for tp, first in w.first_offsets.items():
+                if tp in safe:
+                    safe[tp] = min(safe[tp], first)
+        return safe
+
+    @property
+    def open_events(self) -> int:
+        return sum(w.n for w in self._open.values())
+
+    def _start(self, key: str, n_features: int, position: Position, now: float) -> _Open:
+        index = self._next_index.get(key, 0)
+        self._next_index[key] = index + 1
+        topic, partition, offset = position
+        w = _Open(key=key, index=index, window_id=f"{key}@{topic}-{partition}:{offset}", opened_at=now,
+                  features=np.empty((self.size, n_features)), predictions=np.empty(self.size, dtype=np.int64))
+        self._open[key] = w
+        return w
+
+    def _close(self, key: str, reason: str) -> ClosedWindow:
+        w = self._open.pop(key)
+        predictions = w.predictions[: w.n]
+        return ClosedWindow(key=w.key, index=w.index, window_id=w.window_id, features=w.features[: w.n].copy(),
+                            predictions=predictions[predictions >= 0], first_time=w.first_time,
+                            last_time=w.last_time, reason=reason)

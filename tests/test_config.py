@@ -1,0 +1,46 @@
+"""The config fails at start with a message that names the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config, load_config_text
+from monitor.errors import ConfigError
+
+MINIMAL = "models:\n  - {name: digits, version: 1, profile: digits.profile.npz}\n"
+
+
+def test_defaults_and_relative_profile_paths(tmp_path: Path) -> None:
+    path = tmp_path / "inferwatch.yaml"
+    path.write_text(MINIMAL)
+    config = load_config(path)
+    (model,) = config.models
+    assert (model.key, model.profile) == ("digits/1", str(tmp_path / "digits.profile.npz"))
+    assert config.kafka is None  # the embedded bus is the default
+    assert (config.window.size, config.detect.alpha, config.detect.correction) == (500, 0.01, "bonferroni")
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    (MINIMAL + "window: {size: 0}", "window.size"),
+    (MINIMAL + "windw: {size: 10}", "windw"),
+    (MINIMAL + "detect: {alpha: 1.5}", "detect.alpha"),
+    (MINIMAL + "detect: {correction: holm}", "detect.correction"),
+    (MINIMAL + "alerts: {webhook: {url: 'ftp://x'}}", "alerts.webhook.url"),
+    (MINIMAL + "kafka: {group: g}", "bootstrap"),
+    (MINIMAL + "server: {port: 70000}", "server.port"),
+    ("models: [{name: a, profile: p}]", "version"),
+    ("models:\n  - {name: a, version: 1, profile: p}\n  - {name: a, version: '1', profile: q}\n", "a/1"),
+    ("window: {size: 10}", "models"),
+    ("just a string", "mapping"),
+    ("models: [\n", "YAML"),
+])
+def test_bad_config_names_the_key(text: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.").replace("[", r"\[")):
+        load_config_text(text)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,43 @@
+"""`inferwatch demo`: no alert before the injection, an alert within two windows after it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch", reason="the demo trains a torch CNN (install inferwatch[torch])")
+pytestmark = pytest.mark.slow
+
+
+def run_demo(*args: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "demo", "--json", *args], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def check(report: dict[str, object]) -> None:
+    injected = report["drift_injected_at_window"]
+    alerts = report["alerts"]
+    assert isinstance(injected, int) and isinstance(alerts, list) and report["windows"] == 12
+    firing = [a["window"] for a in alerts if a["status"] == "firing"]
+    assert firing, "no alert after the injection"
+    assert min(firing) >= injected, f"alert before the injection at window {injected}: {alerts}"
+    assert min(firing) <= injected + 1, f"first alert {min(firing)} is more than two windows after {injected}"
+    assert all({"window", "model", "detector"} <= set(a) for a in alerts)
+
+
+def test_embedded_demo_with_noise() -> None:
+    check(run_demo())
+
+
+@pytest.mark.kafka
+def test_kafka_demo_with_a_class_mix_shift(kafka_bootstrap: str) -> None:
+    report = run_demo("--kafka", kafka_bootstrap, "--drift", "classmix")
+    check(report)
+    assert report["transport"] == "kafka"
+    assert any(a["detector"] == "prediction_drift" for a in report["alerts"])  # type: ignore[union-attr]

@@ -1,0 +1,202 @@
+"""Statistics of ``detectors`` checked against SciPy and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial import distance
+
+import detectors.ks as ks_module
+from detectors import (
+    StatisticsError,
+    adjust_p_values,
+    bin_proportions,
+    chi2_goodness_of_fit,
+    jensen_shannon,
+    ks_2samp_columns,
+    psi,
+    quantile_edges,
+    smirnov_sf_exact,
+    sort_reference,
+)
+
+
+def _samples(n: int, m: int, discrete: bool, seed: int, n_features: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(n, n_features))
+    cur = rng.normal(loc=np.linspace(0.0, 0.6, n_features), size=(m, n_features))
+    if discrete:  # heavy ties, within and across samples
+        ref, cur = np.round(ref * 2), np.round(cur * 2)
+    return ref, cur
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "discrete", "method"),
+    [
+        (1, 1, False, "exact"),
+        (3, 5, False, "exact"),
+        (1, 9, True, "exact"),
+        (40, 40, False, "exact"),
+        (40, 40, True, "exact"),
+        (25, 61, True, "exact"),
+        (300, 450, False, "exact"),
+        (2000, 1500, True, "exact"),
+        (10000, 64, False, "exact"),
+        (12000, 300, False, "asymp"),
+        (150, 10001, True, "asymp"),
+    ],
+)
+def test_ks_matches_scipy(n: int, m: int, discrete: bool, method: str) -> None:
+    ref, cur = _samples(n, m, discrete, seed=n * 7919 + m)
+    res = ks_2samp_columns(sort_reference(ref), cur)
+    expected = [stats.ks_2samp(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
+    assert res.method == method
+    np.testing.assert_array_equal(res.statistic, [e.statistic for e in expected])
+    np.testing.assert_allclose(res.p_value, [e.pvalue for e in expected], rtol=0, atol=1e-9)
+
+
+def test_ks_identical_and_disjoint_samples() -> None:
+    x = np.arange(20.0).reshape(10, 2)
+    same = ks_2samp_columns(x, x[::-1])
+    np.testing.assert_array_equal(same.statistic, [0.0, 0.0])
+    np.testing.assert_array_equal(same.p_value, [1.0, 1.0])
+    apart = ks_2samp_columns(x, x + 100.0)
+    np.testing.assert_array_equal(apart.statistic, [1.0, 1.0])
+    assert apart.p_value[0] == pytest.approx(stats.ks_2samp(x[:, 0], x[:, 0] + 100).pvalue, abs=1e-12)
+
+
+def test_ks_exact_fallback_to_asymptotic(monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, cur = _samples(80, 120, False, seed=3)
+    monkeypatch.setattr(ks_module, "smirnov_sf_exact", lambda n1, n2, h: None)
+    res = ks_2samp_columns(sort_reference(ref), cur)
+    expected = [stats.ks_2samp(ref[:, j], cur[:, j], method="asymp").pvalue for j in range(ref.shape[1])]
+    assert res.method == "exact+asymp"
+    np.testing.assert_allclose(res.p_value, expected, rtol=0, atol=1e-9)
+
+
+def test_smirnov_port_agrees_with_compiled_kernel() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        n1, n2 = (int(v) for v in rng.integers(1, 60, size=2))
+        lcm = n1 * n2 // math.gcd(n1, n2)
+        h = int(rng.integers(0, lcm + 1))
+        port = smirnov_sf_exact(n1, n2, h, use_compiled=False)
+        assert port == pytest.approx(smirnov_sf_exact(n1, n2, h), abs=1e-12)
+
+
+def test_ks_validation() -> None:
+    ref = sort_reference(np.random.default_rng(0).normal(size=(20, 3)))
+    with pytest.raises(StatisticsError, match="not sorted"):
+        ks_2samp_columns(ref[::-1], ref)
+    with pytest.raises(StatisticsError, match="2 features but reference_sorted has 3"):
+        ks_2samp_columns(ref, ref[:, :2])
+    bad = ref.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(StatisticsError, match="column 1"):
+        ks_2samp_columns(ref, bad)
+
+
+def test_sort_reference_copies() -> None:
+    x = np.asfortranarray(np.array([[3, 1], [1, 2], [2, 0]], dtype=np.int32))
+    out = sort_reference(x)
+    assert out.dtype == np.float64 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, [[1, 0], [2, 1], [3, 2]])
+    assert x[0, 0] == 3  # input untouched
+
+
+def test_quantile_edges_and_ties() -> None:
+    rng = np.random.default_rng(5)
+    x = np.column_stack([rng.normal(size=400), np.full(400, 2.0), rng.integers(0, 3, size=400)])
+    edges = quantile_edges(x, bins=5)
+    assert edges.shape == (3, 4)
+    np.testing.assert_allclose(edges[0], np.quantile(x[:, 0], [0.2, 0.4, 0.6, 0.8]))
+    np.testing.assert_array_equal(edges[1], [2.0, 2.0, 2.0, 2.0])  # tied edges are fine
+    props = bin_proportions(x, edges)
+    np.testing.assert_allclose(props.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(props[1], [1.0, 0.0, 0.0, 0.0, 0.0])
+    assert psi(props, bin_proportions(x, edges))[1] == 0.0
+
+
+def test_bin_proportions_right_closed_convention() -> None:
+    rng = np.random.default_rng(9)
+    x = np.round(rng.normal(size=(300, 4)), 1)  # many values land exactly on edges
+    edges = np.sort(np.round(rng.normal(size=(4, 6)), 1), axis=1)
+    props = bin_proportions(x, edges)
+    for j in range(4):  # reference implementation, one feature at a time
+        idx = np.searchsorted(edges[j], x[:, j], side="left")
+        np.testing.assert_array_equal(props[j], np.bincount(idx, minlength=7) / 300)
+    with pytest.raises(StatisticsError, match="non-decreasing"):
+        bin_proportions(x, edges[:, ::-1])
+
+
+def test_psi_closed_form() -> None:
+    r = np.array([[0.2, 0.3, 0.5], [0.5, 0.5, 0.0]])
+    c = np.array([[0.1, 0.4, 0.5], [0.5, 0.25, 0.25]])
+    eps = 1e-4
+    expected = [
+        0.1 * math.log(2.0) + 0.1 * math.log(4.0 / 3.0),  # (-0.1) ln(1/2) + 0.1 ln(4/3) + 0
+        0.25 * math.log(2.0) + (0.25 - eps) * math.log(0.25 / eps),  # empty reference bin clipped
+    ]
+    np.testing.assert_allclose(psi(r, c, eps=eps), expected, rtol=1e-12)
+    assert psi(r, c)[0] == pytest.approx(psi(c, r)[0])  # symmetric
+
+
+def test_jensen_shannon_matches_scipy() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.random((6, 8))
+    q = rng.random((6, 8))
+    p[0, :3] = 0.0
+    q[1, 4:] = 0.0
+    expected = [distance.jensenshannon(p[i], q[i], base=2) for i in range(6)]
+    np.testing.assert_allclose(jensen_shannon(p, q), expected, rtol=1e-12, atol=1e-15)
+    assert jensen_shannon(p[0], p[0]) == 0.0
+    assert jensen_shannon([1.0, 0.0], [0.0, 1.0]) == pytest.approx(1.0)
+
+
+def test_chi2_matches_scipy_without_merging() -> None:
+    observed = np.array([48, 35, 15, 3 + 99])
+    probs = np.array([0.25, 0.25, 0.1, 0.4])
+    res = chi2_goodness_of_fit(observed, probs)
+    ref = stats.chisquare(observed, observed.sum() * probs)
+    assert (res.dof, res.merged_bins) == (3, 0)
+    assert res.statistic == pytest.approx(ref.statistic, rel=1e-12)
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_chi2_merges_small_expected_counts() -> None:
+    observed = np.array([40, 30, 20, 4, 3, 3])
+    probs = np.array([0.4, 0.3, 0.2, 0.04, 0.03, 0.03])  # expected 40, 30, 20, 4, 3, 3
+    res = chi2_goodness_of_fit(observed, probs)
+    ref = stats.chisquare([40, 30, 20, 10], [40.0, 30.0, 20.0, 10.0])
+    assert (res.dof, res.merged_bins) == (3, 3)
+    assert res.statistic == pytest.approx(ref.statistic, abs=1e-9)
+    # one small category: the pooled bin (2) is still < 5, so it absorbs the smallest other bin (8)
+    res = chi2_goodness_of_fit([9, 50, 1, 40], [0.08, 0.5, 0.02, 0.4])
+    ref = stats.chisquare([50, 40, 10], [50.0, 40.0, 10.0])
+    assert (res.dof, res.merged_bins) == (2, 2)
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_chi2_edge_cases() -> None:
+    res = chi2_goodness_of_fit([0, 500, 500], [0.0, 0.5, 0.5])  # zero probability, zero count
+    assert res.merged_bins == 2  # pooled (0 vs 0.001) still < 5, so it absorbs a 500 bin
+    assert res.statistic == pytest.approx(0.0, abs=1e-6) and res.p_value == pytest.approx(1.0, abs=1e-4)
+    res = chi2_goodness_of_fit([10_000_000, 500, 500], [0.0, 0.5, 0.5])  # floored, not inf/nan
+    assert math.isfinite(res.statistic) and res.statistic > 1e6 and res.p_value < 1e-12
+    assert chi2_goodness_of_fit([2, 1], [0.5, 0.5]) == chi2_goodness_of_fit([0, 0], [0.5, 0.5])
+    assert chi2_goodness_of_fit([2, 1], [0.5, 0.5]).dof == 0
+    with pytest.raises(StatisticsError, match="3 categories"):
+        chi2_goodness_of_fit([1, 2, 3], [0.5, 0.5])
+
+
+def test_p_value_corrections_match_scipy() -> None:
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.random(15) ** 3, [0.02, 0.02, 0.5, 1.0, 0.0]])
+    np.testing.assert_allclose(adjust_p_values(p, "bh"), stats.false_discovery_control(p, method="bh"),
+                               rtol=1e-12)
+    np.testing.assert_allclose(adjust_p_values(p, "bonferroni"), np.minimum(p * p.size, 1.0))
+    with pytest.raises(StatisticsError):
+        adjust_p_values([0.5, 1.5], "bh")

@@ -1,0 +1,174 @@
+"""The detection pipeline over both transports: windows, drift, alerts, rejections, commits and replay."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.alerts import MemoryChannel
+from monitor.config import Config, DetectConfig, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.events import encode_batch, encode_event
+from monitor.metrics import daemon_metrics
+from monitor.pipeline import Pipeline, WindowResult
+from monitor.profiles import load_profile
+from monitor.transport import KafkaTransport, MemoryBus, Message, Transport, ensure_topics
+from tests.support import MODEL, VERSION, events, write_profile
+
+KEY = f"{MODEL}/{VERSION}"
+
+
+@dataclass
+class Setup:
+    transport: Transport
+    config: Config
+    kind: str
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    suffix = uuid.uuid4().hex[:10]
+    topics = TopicsConfig(events=f"ev-{suffix}", feedback=f"fb-{suffix}", results=f"res-{suffix}",
+                          deadletter=f"dl-{suffix}")
+    kafka = None
+    transport: Transport
+    if request.param == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        ensure_topics(bootstrap, {topics.events: 1, topics.feedback: 1, topics.results: 1, topics.deadletter: 1})
+        kafka = KafkaConfig(bootstrap=bootstrap, group=f"g-{suffix}")
+        transport = KafkaTransport(bootstrap)
+    else:
+        transport = MemoryBus()
+    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile=str(write_profile(tmp_path)))],
+                    kafka=kafka, topics=topics, window=WindowConfig(size=400, max_seconds=3600, min_samples=30),
+                    detect=DetectConfig(alpha=0.01, min_effect=0.1))
+    yield Setup(transport, config, request.param)
+    transport.close()
+
+
+def make_pipeline(s: Setup, registry: CollectorRegistry, channel: MemoryChannel,
+                  results: list[WindowResult]) -> Pipeline:
+    profile = load_profile(s.config.models[0].profile)
+    consumer = s.transport.consumer([s.config.topics.events, s.config.topics.feedback],
+                                    s.config.kafka.group if s.config.kafka else "detect")
+    return Pipeline(s.config, {KEY: profile}, consumer, s.transport.producer(), daemon_metrics(registry), [channel],
+                    on_result=results.append)
+
+
+def drive(pipeline: Pipeline, until: int, timeout_s: float = 30.0) -> None:
+    """Step the pipeline until it has consumed ``until`` records."""
+    deadline = time.monotonic() + timeout_s
+    while pipeline.messages < until:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pipeline consumed {pipeline.messages} of {until} records in {timeout_s} s")
+        pipeline.step(0.1)
+
+
+def read_all(s: Setup, topic: str, expected: int, timeout_s: float = 20.0) -> list[Message]:
+    consumer = s.transport.consumer([topic], f"reader-{uuid.uuid4().hex[:8]}")
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expected and time.monotonic() < deadline:
+        out += consumer.poll(0.2)
+    consumer.close()
+    return out
+
+
+def test_drift_is_found_after_the_change_and_not_before(setup: Setup) -> None:
+    registry, channel, results = CollectorRegistry(), MemoryChannel(), []
+    pipeline = make_pipeline(setup, registry, channel, results)
+    rng = np.random.default_rng(1)
+    stream = events(2000, rng) + events(1200, rng, shift=0.6, shifted=(1, 3), start=1_800_000_000.0)
+    producer = setup.transport.producer()
+    for i in range(0, len(stream), 100):  # batch envelopes of 100 events, as the collector sends them
+        producer.send(setup.config.topics.events, encode_batch(stream[i:i + 100]), KEY.encode())
+    producer.flush()
+    drive(pipeline, until=len(stream) // 100)
+    pipeline.commit()
+
+    assert [r.index for r in results] == list(range(8))
+    assert [r.features.drifted for r in results] == [False] * 5 + [True] * 3
+    assert all(r.features.drifted_features == ("f1", "f3") for r in results[5:])
+    assert not any(r.prediction and r.prediction.drifted for r in results)
+    firing = [a for a in channel.alerts if a.status == "firing"]
+    assert [(a.detector, a.window, a.features, a.training_run) for a in firing] == [
+        ("feature_drift", 5, ("f1", "f3"), "runs/42")]
+    labels = {"model": MODEL, "version": VERSION}
+    assert registry.get_sample_value("inferwatch_events_consumed_total", labels) == 3200
+    assert registry.get_sample_value("inferwatch_windows_closed_total", {**labels, "reason": "full"}) == 8
+    assert registry.get_sample_value("inferwatch_drift_detected", {**labels, "detector": "feature_drift"}) == 1
+    assert registry.get_sample_value("inferwatch_drift_ks_statistic", {**labels, "feature": "f1"}) > 0.2
+    published = read_all(setup, setup.config.topics.results, 8)
+    assert [json.loads(m.value)["window_id"] for m in published] == [r.window_id for r in results]
+
+
+def test_bad_records_are_counted_dead_lettered_and_the_stream_goes_on(setup: Setup) -> None:
+    registry, channel, results = CollectorRegistry(), MemoryChannel(), []
+    pipeline = make_pipeline(setup, registry, channel, results)
+    rng = np.random.default_rng(2)
+    good = events(400, rng)
+    wrong_model = events(1, rng, model="nobody")[0]
+    missing = good[0].__class__(**{**_fields(good[0]), "features": {"f0": 1.0}})
+    extra = good[0].__class__(**{**_fields(good[0]), "features": {**good[0].features, "f9": 1.0}})
+    bad_class = good[0].__class__(**{**_fields(good[0]), "prediction": 7})
+    bad = [b"{oops", b'{"schema":"inferwatch.inference/v2"}', encode_event(good[0]).replace(b'"f0":', b'"f0":NaN,"x":'),
+           encode_event(wrong_model), encode_event(missing), encode_event(extra), encode_event(bad_class)]
+    producer = setup.transport.producer()
+    topic = setup.config.topics.events
+    for i, event in enumerate(good):
+        producer.send(topic, encode_event(event), KEY.encode())
+        if i % 50 == 0 and i // 50 < len(bad):
+            producer.send(topic, bad[i // 50], KEY.encode())
+    producer.flush()
+    drive(pipeline, until=len(good) + len(bad))
+    pipeline.commit()
+
+    rejected = {r: registry.get_sample_value("inferwatch_events_rejected_total", {"reason": r})
+                for r in ("malformed_json", "unknown_schema", "non_finite", "unknown_model", "feature_mismatch",
+                          "invalid_value")}
+    assert rejected == {"malformed_json": 1, "unknown_schema": 1, "non_finite": 1, "unknown_model": 1,
+                        "feature_mismatch": 2, "invalid_value": 1}
+    assert len(results) == 1 and results[0].n_events == 400  # every good event made it into the window
+    letters = read_all(setup, setup.config.topics.deadletter, len(bad))
+    assert sorted(m.value for m in letters) == sorted(bad)
+    reasons = sorted(dict(m.headers)["inferwatch_reason"].decode() for m in letters)
+    assert reasons == sorted(["malformed_json", "unknown_schema", "non_finite", "unknown_model", "feature_mismatch",
+                              "feature_mismatch", "invalid_value"])
+
+
+def test_open_window_is_replayed_after_a_restart_with_the_same_id(setup: Setup) -> None:
+    rng = np.random.default_rng(3)
+    stream = events(1000, rng)
+    producer = setup.transport.producer()
+    topic = setup.config.topics.events
+    for event in stream[:600]:
+        producer.send(topic, encode_event(event), KEY.encode())
+    producer.flush()
+
+    first: list[WindowResult] = []
+    pipeline = make_pipeline(setup, CollectorRegistry(), MemoryChannel(), first)
+    drive(pipeline, until=600)
+    pipeline.commit()
+    pipeline._consumer.close()  # a crash after the commit: window #1 (events 400..599) is still open
+    assert [r.window_id for r in first] == [f"{KEY}@{topic}-0:0"]
+
+    for event in stream[600:]:
+        producer.send(topic, encode_event(event), KEY.encode())
+    producer.flush()
+    second: list[WindowResult] = []
+    restarted = make_pipeline(setup, CollectorRegistry(), MemoryChannel(), second)
+    drive(restarted, until=600)  # replays 400..599, then reads 600..999
+    assert [(r.window_id, r.n_events) for r in second] == [(f"{KEY}@{topic}-0:400", 400)]
+
+
+def _fields(event: object) -> dict[str, object]:
+    import msgspec
+
+    return msgspec.structs.asdict(event)  # type: ignore[arg-type]

@@ -1,0 +1,283 @@
+"""The same contract tests against the in-process bus and a real Kafka broker, plus specifics of each."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pytest
+
+from monitor.errors import TransportError
+from monitor.transport import (
+    Consumer,
+    KafkaTransport,
+    MemoryBus,
+    Message,
+    Producer,
+    Transport,
+    ensure_topics,
+)
+from monitor.transport.kafka import wait_until_ready
+
+PARTITIONS = 3
+DEADLINE_S = 20.0
+
+
+class KafkaBroker(Protocol):
+    """What the ``kafka_broker`` fixture (tests/conftest.py) offers."""
+
+    bootstrap: str
+
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Harness:
+    transport: Transport
+    new_topic: Callable[[], str]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    transport: Transport
+    if request.param == "memory":
+        transport = MemoryBus(partitions=PARTITIONS)
+
+        def new_topic() -> str:
+            return _name("t")
+
+    else:
+        bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+        transport = KafkaTransport(bootstrap, client_id="inferwatch-test")
+
+        def new_topic() -> str:
+            name = _name("t")
+            ensure_topics(bootstrap, {name: PARTITIONS})
+            return name
+
+    yield Harness(transport, new_topic)
+    transport.close()
+
+
+def drain(consumer: Consumer, count: int, deadline_s: float = DEADLINE_S) -> list[Message]:
+    """Poll until ``count`` records arrived (fail after ``deadline_s``)."""
+    out: list[Message] = []
+    end = time.monotonic() + deadline_s
+    while len(out) < count:
+        if time.monotonic() > end:
+            pytest.fail(f"got {len(out)} of {count} records within {deadline_s} s")
+        out.extend(consumer.poll(0.5))
+    return out
+
+
+def send_all(
+    producer: Producer, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+) -> list[BaseException | None]:
+    results: list[BaseException | None] = []
+    lock = threading.Lock()
+
+    def done(exc: BaseException | None) -> None:
+        with lock:
+            results.append(exc)
+
+    for key, value in records:
+        producer.send(topic, value, key=key, on_done=done)
+    producer.flush(10)
+    return results
+
+
+def test_round_trip_value_key_headers(harness: Harness) -> None:
+    topic = harness.new_topic()
+    producer = harness.transport.producer()
+    headers = [("schema", b"v1"), ("trace", b"\x00\xff"), ("schema", b"dup")]
+    results: list[BaseException | None] = []
+    producer.send(topic, b"payload", key=b"model-a", headers=headers, on_done=results.append)
+    producer.send(topic, b"no-key")
+    producer.flush(10)
+    assert results == [None]
+    consumer = harness.transport.consumer([topic], _name("g"))
+    got = {m.value: m for m in drain(consumer, 2)}
+    first = got[b"payload"]
+    assert (first.topic, first.key, first.headers) == (topic, b"model-a", tuple(headers))
+    assert 0 <= first.partition < PARTITIONS and first.offset >= 0
+    assert abs(first.timestamp_ms - time.time() * 1000) < 60_000
+    assert got[b"no-key"].key is None and got[b"no-key"].headers == ()
+
+
+def test_per_key_order_of_1000_records(harness: Harness) -> None:
+    topic = harness.new_topic()
+    records = [(f"k{i % 7}".encode(), f"k{i % 7}:{i}".encode()) for i in range(1000)]
+    results = send_all(harness.transport.producer(), topic, records)
+    assert len(results) == 1000 and not any(results)
+    got = drain(harness.transport.consumer([topic], _name("g")), 1000, deadline_s=30)
+    by_key: dict[bytes | None, list[int]] = defaultdict(list)
+    partitions: dict[bytes | None, set[int]] = defaultdict(set)
+    for m in got:
+        by_key[m.key].append(int(m.value.split(b":")[1]))
+        partitions[m.key].add(m.partition)
+    assert sorted(i for seqs in by_key.values() for i in seqs) == list(range(1000))
+    for key, seqs in by_key.items():
+        assert seqs == sorted(seqs), f"key {key!r} out of order"
+        assert len(partitions[key]) == 1
+    assert len({p for ps in partitions.values() for p in ps}) > 1  # the keys do spread
+
+
+def test_on_done_called_once_per_record_after_flush(harness: Harness) -> None:
+    topic = harness.new_topic()
+    results = send_all(harness.transport.producer(), topic, [(None, b"%d" % i) for i in range(300)])
+    assert results == [None] * 300
+
+
+def test_commit_then_new_member_resumes_and_gets_uncommitted_tail(harness: Harness) -> None:
+    topic, group = harness.new_topic(), _name("g")
+    send_all(harness.transport.producer(), topic, [(b"k%d" % (i % 5), b"%d" % i) for i in range(40)])
+    first = harness.transport.consumer([topic], group)
+    got = drain(first, 40)
+    per_partition: dict[int, list[Message]] = defaultdict(list)
+    for m in got:
+        per_partition[m.partition].append(m)
+    commit: dict[tuple[str, int], int] = {}
+    tail: set[bytes] = set()
+    for partition, msgs in per_partition.items():
+        half = len(msgs) // 2
+        commit[(topic, partition)] = msgs[half].offset if half < len(msgs) else msgs[-1].offset + 1
+        tail.update(m.value for m in msgs[half:])
+    first.commit(commit)
+    first.close()
+    second = harness.transport.consumer([topic], group)
+    again = drain(second, len(tail))
+    assert {m.value for m in again} == tail and len(again) == len(tail)
+    for m in again:
+        assert m.offset >= commit[(topic, m.partition)]
+    # Committing everything leaves nothing for a third member.
+    second.commit({(topic, p): msgs[-1].offset + 1 for p, msgs in per_partition.items()})
+    second.close()
+    third = harness.transport.consumer([topic], group)
+    assert third.poll(1.0) == []
+
+
+def test_two_groups_each_see_all_records(harness: Harness) -> None:
+    topic = harness.new_topic()
+    send_all(harness.transport.producer(), topic, [(None, b"%d" % i) for i in range(50)])
+    a = harness.transport.consumer([topic], _name("ga"))
+    b = harness.transport.consumer([topic], _name("gb"))
+    expected = {b"%d" % i for i in range(50)}
+    assert {m.value for m in drain(a, 50)} == expected
+    assert {m.value for m in drain(b, 50)} == expected
+
+
+def test_poll_without_data_returns_empty_after_timeout(harness: Harness) -> None:
+    consumer = harness.transport.consumer([harness.new_topic()], _name("g"))
+    consumer.poll(0.2)  # let a Kafka consumer join its group first
+    start = time.monotonic()
+    assert consumer.poll(1.0) == []
+    assert 0.9 <= time.monotonic() - start <= 2.5
+
+
+def test_closed_clients_raise(harness: Harness) -> None:
+    topic = harness.new_topic()
+    consumer = harness.transport.consumer([topic], _name("g"))
+    consumer.close()
+    with pytest.raises(TransportError):
+        consumer.poll(0.1)
+    producer = harness.transport.producer()
+    producer.close(5)
+    with pytest.raises((TransportError,)):
+        producer.send(topic, b"x")
+
+
+# -- MemoryBus specifics -----------------------------------------------------------------------------
+
+
+def test_memory_bound_fails_send_until_group_commits() -> None:
+    bus = MemoryBus(partitions=1, max_records_per_partition=5)
+    consumer = bus.consumer(["t"], "g")
+    producer = bus.producer()
+    results = send_all(producer, "t", [(None, b"%d" % i) for i in range(6)])
+    assert results[:5] == [None] * 5
+    assert isinstance(results[5], TransportError) and "bus full" in str(results[5])
+    assert [m.value for m in consumer.poll(0)] == [b"%d" % i for i in range(5)]
+    consumer.commit({("t", 0): 2})  # records 0 and 1 may now go
+    assert send_all(producer, "t", [(None, b"5"), (None, b"6"), (None, b"7")])[:2] == [None, None]
+    late = bus.consumer(["t"], "late")  # new group: starts at the earliest retained record
+    assert [m.value for m in late.poll(0)] == [b"2", b"3", b"4", b"5", b"6"]
+    bus.close()
+
+
+def test_memory_group_members_share_partitions() -> None:
+    bus = MemoryBus(partitions=4)
+    a, b = bus.consumer(["t"], "g"), bus.consumer(["t"], "g")
+    send_all(bus.producer(), "t", [(b"k%d" % i, b"%d" % i) for i in range(100)])
+    got_a, got_b = a.poll(0, 1000), b.poll(0, 1000)
+    assert {m.partition for m in got_a}.isdisjoint({m.partition for m in got_b})
+    assert sorted(m.value for m in got_a + got_b) == sorted(b"%d" % i for i in range(100))
+    b.close()  # a takes over b's partitions from the group's committed offsets (none: the start)
+    assert {m.value for m in a.poll(0, 1000)} == {m.value for m in got_b}
+    bus.close()
+
+
+def test_memory_poll_wakes_on_send_and_close() -> None:
+    bus = MemoryBus()
+    consumer = bus.consumer(["t"], "g")
+    threading.Timer(0.1, lambda: bus.producer().send("t", b"x")).start()
+    start = time.monotonic()
+    assert [m.value for m in consumer.poll(5)] == [b"x"]
+    assert time.monotonic() - start < 2
+    threading.Timer(0.1, bus.close).start()
+    with pytest.raises(TransportError):
+        consumer.poll(5)
+
+
+# -- Kafka specifics ---------------------------------------------------------------------------------
+
+
+def test_wait_until_ready_names_unreachable_address() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    start = time.monotonic()
+    with pytest.raises(TransportError, match=address):
+        wait_until_ready(address, timeout_s=1.0)
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.kafka
+def test_wait_until_ready_and_ensure_topics_idempotent(kafka_bootstrap: str) -> None:
+    wait_until_ready(kafka_bootstrap, timeout_s=10)
+    name = _name("t")
+    ensure_topics(kafka_bootstrap, {name: 2})
+    ensure_topics(kafka_bootstrap, {name: 2})
+
+
+@pytest.mark.kafka
+def test_broker_restart_keeps_data_offsets_and_address(kafka_broker: KafkaBroker) -> None:
+    bootstrap = kafka_broker.bootstrap
+    topic, group = _name("t"), _name("g")
+    ensure_topics(bootstrap, {topic: 1})
+    transport = KafkaTransport(bootstrap, client_id="inferwatch-test")
+    try:
+        producer = transport.producer()
+        assert send_all(producer, topic, [(None, b"%d" % i) for i in range(4)]) == [None] * 4
+        consumer = transport.consumer([topic], group)
+        drain(consumer, 4)
+        consumer.commit({(topic, 0): 2})
+        consumer.close()
+        kafka_broker.stop()
+        assert kafka_broker.start() == bootstrap
+        assert send_all(producer, topic, [(None, b"4")]) == [None]  # the old producer reconnects
+        again = transport.consumer([topic], group)
+        assert [m.value for m in drain(again, 3)] == [b"2", b"3", b"4"]
+    finally:
+        transport.close()
