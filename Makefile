@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/inferwatch demo
 
 lint: install
-	$(BIN)/ruff check monitor collectors detectors dashboards tests benchmarks
+	$(BIN)/ruff check monitor collectors detectors dashboards tests $(wildcard benchmarks/*.py)
 
 typecheck: install
 	$(BIN)/mypy

@@ -1,0 +1,65 @@
+"""Windows (bounded, exact ids, safe commits) and alert rules (k-of-n firing, resolution, dedup)."""
+
+from __future__ import annotations
+
+from monitor.alerts import AlertRules, Observation
+from monitor.windows import Windows
+
+
+def add(ws: Windows, key: str, offset: int, now: float = 0.0, partition: int = 0) -> object:
+    return ws.add(key, 2, [float(offset), 1.0], offset % 3, ("t", partition, offset), float(offset), now)
+
+
+def test_windows_close_at_size_per_key_with_ids_from_the_first_position() -> None:
+    ws = Windows(size=3, max_seconds=60, min_samples=2)
+    closed = [w for off in range(8) if (w := add(ws, "a/1" if off % 2 == 0 else "b/1", off)) is not None]
+    assert [(w.key, w.window_id, w.n) for w in closed] == [("a/1", "a/1@t-0:0", 3), ("b/1", "b/1@t-0:1", 3)]
+    assert closed[0].features[:, 0].tolist() == [0.0, 2.0, 4.0]
+    assert closed[0].predictions.tolist() == [0, 2, 1]
+    assert ws.open_events == 2
+
+
+def test_safe_offsets_never_pass_an_open_window() -> None:
+    ws = Windows(size=3, max_seconds=60, min_samples=2)
+    for off in range(5):  # a/1 closes at 0,1,2; a second window opens at 3
+        add(ws, "a/1", off)
+    assert ws.safe_offsets({("t", 0): 5, ("t", 1): 9}) == {("t", 0): 3, ("t", 1): 9}
+    add(ws, "a/1", 5)  # closes the window that started at 3
+    assert ws.safe_offsets({("t", 0): 6}) == {("t", 0): 6}
+
+
+def test_timeout_closes_only_windows_with_enough_samples() -> None:
+    ws = Windows(size=100, max_seconds=10, min_samples=2)
+    add(ws, "a/1", 0, now=0.0)
+    add(ws, "b/1", 1, now=0.0)
+    add(ws, "b/1", 2, now=1.0)
+    assert ws.expired(now=5.0) == []
+    (w,) = ws.expired(now=10.5)
+    assert (w.key, w.n, w.reason) == ("b/1", 2, "timeout")
+
+
+def obs(window: int, drifted: bool, insufficient: bool = False, detector: str = "feature_drift") -> Observation:
+    return Observation(model="m", version="1", detector=detector, window=window, window_id=f"m/1@t-0:{window}",
+                       window_start=float(window), window_end=window + 1.0, drifted=drifted,
+                       insufficient=insufficient)
+
+
+def test_alert_fires_after_k_consecutive_and_resolves_after_r_clean() -> None:
+    rules = AlertRules(consecutive=2, resolve_after=2)
+    pattern = [True, False, True, True, True, None, False, True, False, False, False]
+    events = []
+    for i, p in enumerate(pattern):
+        alert = rules.observe(obs(i, drifted=bool(p), insufficient=p is None))
+        if alert is not None:
+            events.append((alert.status, alert.window))
+    assert events == [("firing", 3), ("resolved", 9)]
+    assert rules.firing == []
+
+
+def test_alert_ids_are_stable_and_fingerprints_separate_detectors() -> None:
+    a = AlertRules(consecutive=1).observe(obs(4, True))
+    b = AlertRules(consecutive=1).observe(obs(4, True))
+    c = AlertRules(consecutive=1).observe(obs(4, True, detector="prediction_drift"))
+    assert a is not None and b is not None and c is not None
+    assert a.id == b.id and a.fingerprint == b.fingerprint  # a replayed window re-sends the same id
+    assert c.fingerprint != a.fingerprint
