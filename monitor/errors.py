@@ -24,9 +24,11 @@ class TransportError(InferwatchError):
 
 
 class EventError(InferwatchError):
-    """A record failed validation. ``reason`` is a short, bounded label used in metrics and dead letters."""
+    """A record failed validation. ``reason`` is a short, bounded label used in metrics and dead letters;
+    ``part`` holds the offending event's JSON when it came inside a batch (the rest of the batch is fine)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, part: bytes | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.part = part

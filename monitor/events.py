@@ -159,6 +159,7 @@ class Decoded(msgspec.Struct, frozen=True):
 
     events: list[Event]
     errors: list[EventError]
+    batch: bool = False
 
 
 def decode_record(value: bytes) -> list[Event]:
@@ -186,22 +187,23 @@ def decode_record_lenient(value: bytes) -> Decoded:
             return Decoded([], [EventError("non_finite", f"record holds NaN or Infinity ({exc})")])
         return Decoded([], [EventError("malformed_json", str(exc))])
     if not isinstance(obj, _LazyBatch):
-        error = _check_finite(obj)
-        return Decoded([obj], []) if error is None else Decoded([], [error])
+        invalid = _check_finite(obj)
+        return Decoded([obj], []) if invalid is None else Decoded([], [invalid])
     events: list[Event] = []
     errors: list[EventError] = []
     for i, raw in enumerate(obj.events):
         try:
             event = _event_decoder.decode(raw)
         except msgspec.ValidationError as exc:
-            errors.append(_classify(exc, prefix=f"$.events[{i}]"))
-            continue
-        error = _check_finite(event)
+            error: EventError | None = _classify(exc, prefix=f"$.events[{i}]")
+        else:
+            error = _check_finite(event)
         if error is None:
             events.append(event)
         else:
+            error.part = bytes(raw)
             errors.append(error)
-    return Decoded(events, errors)
+    return Decoded(events, errors, batch=True)
 
 
 def _classify(exc: msgspec.ValidationError, prefix: str = "$") -> EventError:

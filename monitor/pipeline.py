@@ -23,11 +23,11 @@ from detectors import FeatureDriftResult, PredictionDriftResult, feature_drift, 
 from monitor.alerts import Alert, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.errors import EventError
-from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient
+from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
 from monitor.metrics import DaemonMetrics
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
-from monitor.windows import ClosedWindow, TopicPartition, Windows
+from monitor.windows import ClosedWindow, Resume, TopicPartition, Windows
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ class Pipeline:
         self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples)
         self._rules = AlertRules(config.alerts.consecutive, config.alerts.resolve_after)
         self._consumed: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, Resume] = {}
+        self._resumed: set[TopicPartition] = set()
         self._bad = RateLimitedLog(log)
         self._last_commit = clock()
         self.messages = 0
@@ -131,14 +132,18 @@ class Pipeline:
         return len(messages)
 
     def commit(self) -> None:
-        """Flush produced results and dead letters, then commit offsets that no open window needs."""
-        safe = {tp: off for tp, off in self._windows.safe_offsets(self._consumed).items()
-                if self._committed.get(tp) != off}
+        """Flush produced results and dead letters, then commit offsets that no open window needs.
+
+        When an open window starts inside a batch record, the commit points at that record and its metadata
+        says how many of its events belong to closed windows (``skip=N``), so a replay skips exactly those."""
+        safe = {tp: pos for tp, pos in self._windows.safe_positions(self._consumed).items()
+                if self._committed.get(tp) != pos}
         self._last_commit = self._clock()
         if not safe:
             return
         self._producer.flush()
-        self._consumer.commit(safe)
+        self._consumer.commit({tp: offset for tp, (offset, _) in safe.items()},
+                              {tp: f"skip={skip}" for tp, (_, skip) in safe.items() if skip})
         self._committed.update(safe)
         self._metrics.commits.inc()
 
@@ -146,58 +151,56 @@ class Pipeline:
     def _handle(self, message: Message) -> int:
         self.messages += 1
         self._metrics.records_consumed.inc()
-        self._consumed[(message.topic, message.partition)] = message.offset + 1
+        tp = (message.topic, message.partition)
+        skip = self._skip_on_resume(tp, message.offset)
+        self._consumed[tp] = message.offset + 1
         decoded = decode_record_lenient(message.value)
-        for error in decoded.errors:
-            self._reject(message, error)
+        if not skip:  # a resumed record's invalid parts were dead-lettered before the restart
+            for error in decoded.errors:
+                self._reject(message, error)
         closed = 0
-        for event in decoded.events:
+        for index, event in enumerate(decoded.events):
+            if index < skip:
+                continue
             model = self._models.get(event.key)
             if model is None:
-                self._reject(message, EventError("unknown_model", f"no profile is configured for {event.key!r}"))
+                self._reject(message, EventError("unknown_model", f"no profile is configured for {event.key!r}",
+                                                 encode_event(event) if decoded.batch else None))
             elif isinstance(event, FeedbackEvent):
                 self._metrics.feedback_consumed.labels(model=event.model, version=event.version).inc()
             else:
-                closed += self._add(message, model, event)
+                closed += self._add(message, index, model, event, decoded.batch)
         return closed
 
-    def _add(self, message: Message, model: _Model, event: InferenceEvent) -> int:
-        try:
-            row = [event.features[name] for name in model.names]
-        except KeyError as exc:
-            self._reject(message, EventError("feature_mismatch", f"{event.key} event {event.request_id!r} lacks "
-                                                                 f"feature {exc.args[0]!r}"))
+    def _skip_on_resume(self, tp: TopicPartition, offset: int) -> int:
+        """Events to skip in the first record read from a partition: those a committed ``skip=N`` covers."""
+        if tp in self._resumed:
             return 0
-        if len(event.features) != len(model.names):
-            extra = sorted(set(event.features) - set(model.names))[:5]
-            self._reject(message, EventError("feature_mismatch",
-                                             f"{event.key} event {event.request_id!r} has features "
-                                             f"{extra} the profile does not know"))
+        self._resumed.add(tp)
+        committed = self._consumer.committed(*tp)
+        note = committed[1].removeprefix("skip=") if committed is not None and committed[0] == offset else ""
+        if not note.isdigit():
             return 0
-        prediction = self._prediction_index(model, event)
-        if isinstance(prediction, EventError):
-            self._reject(message, prediction)
+        skip = int(note)
+        log.info("resuming %s-%d at offset %d, after its first %d events (already in closed windows)",
+                 tp[0], tp[1], offset, skip)
+        return skip
+
+    def _add(self, message: Message, index: int, model: _Model, event: InferenceEvent, batch: bool) -> int:
+        checked = _check_against_profile(model, event)
+        if isinstance(checked, EventError):
+            checked.part = encode_event(event) if batch else None
+            self._reject(message, checked)
             return 0
+        row, prediction = checked
         self._metrics.events_consumed.labels(model=event.model, version=event.version).inc()
         window = self._windows.add(event.key, len(model.names), row, prediction,
-                                   (message.topic, message.partition, message.offset), event.time, self._clock())
+                                   (message.topic, message.partition, message.offset, index), event.time,
+                                   self._clock())
         if window is None:
             return 0
         self._evaluate(window)
         return 1
-
-    @staticmethod
-    def _prediction_index(model: _Model, event: InferenceEvent) -> int | EventError | None:
-        p = event.prediction
-        if p is None or not model.label_index:
-            return None
-        if isinstance(p, str):
-            index = model.label_index.get(p)
-        else:
-            index = p if 0 <= p < len(model.label_index) else None
-        if index is None:
-            return EventError("invalid_value", f"{event.key} prediction {p!r} is not a class of the profile")
-        return index
 
     def _reject(self, message: Message, error: EventError) -> None:
         self._metrics.events_rejected.labels(reason=error.reason).inc()
@@ -206,7 +209,8 @@ class Pipeline:
         headers = [*message.headers, ("inferwatch_reason", error.reason.encode()),
                    ("inferwatch_detail", str(error.detail)[:1000].encode()),
                    ("inferwatch_origin", f"{message.topic}-{message.partition}:{message.offset}".encode())]
-        self._producer.send(self.config.topics.deadletter, message.value, message.key, headers)
+        value = message.value if error.part is None else error.part
+        self._producer.send(self.config.topics.deadletter, value, message.key, headers)
         self._metrics.deadletters.inc()
 
     # -- windows ---------------------------------------------------------------------------------------
@@ -267,6 +271,26 @@ class Pipeline:
             log.warning("alert %s: %s %s/%s window #%d: %s", a.status.upper(), a.detector, a.model, a.version,
                         a.window, a.summary)
         return alerts
+
+
+def _check_against_profile(model: _Model, event: InferenceEvent) -> tuple[list[float], int | None] | EventError:
+    """The event's feature row in profile order and its class index, or why the profile cannot take it."""
+    missing = [name for name in model.names if name not in event.features]
+    if missing:
+        return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} lacks feature(s) "
+                                              f"{missing[:5]} of the profile")
+    if len(event.features) != len(model.names):
+        extra = sorted(set(event.features) - set(model.names))[:5]
+        return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has feature(s) {extra} "
+                                              f"the profile does not know")
+    row = [event.features[name] for name in model.names]
+    p = event.prediction
+    if p is None or not model.label_index:
+        return row, None
+    index = model.label_index.get(p) if isinstance(p, str) else p if 0 <= p < len(model.label_index) else None
+    if index is None:
+        return EventError("invalid_value", f"{event.key} prediction {p!r} is not a class of the profile")
+    return row, index
 
 
 def _describe_features(f: FeatureDriftResult) -> str:

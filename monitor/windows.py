@@ -1,12 +1,13 @@
 """Tumbling windows of inference events, one open window per model version.
 
 A window holds at most ``size`` rows in preallocated arrays (memory is bounded by the number of watched
-model versions times ``size``). Its id is derived from the transport position of its first event, so a
-window replayed after a crash or rebalance gets the same id and a consumer of results can recognise it.
+model versions times ``size``). Its id is derived from the transport position of its first event — record
+offset, and the event's index inside a batch record when it is not the first — so a window replayed after a
+crash or rebalance gets the same id and a consumer of results can recognise it.
 
 >>> ws = Windows(size=2, max_seconds=60.0, min_samples=1)
->>> ws.add("m/1", n_features=1, row=[0.5], prediction=1, position=("t", 0, 7), event_time=1.0, now=0.0)
->>> closed = ws.add("m/1", n_features=1, row=[0.7], prediction=0, position=("t", 0, 8), event_time=2.0, now=0.0)
+>>> ws.add("m/1", n_features=1, row=[0.5], prediction=1, position=("t", 0, 7, 0), event_time=1.0, now=0.0)
+>>> closed = ws.add("m/1", n_features=1, row=[0.7], prediction=0, position=("t", 0, 8, 0), event_time=2.0, now=0.0)
 >>> closed.window_id, closed.n, closed.features.tolist()
 ('m/1@t-0:7', 2, [[0.5], [0.7]])
 """
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Position = tuple[str, int, int]
-"""(topic, partition, offset) of a record."""
+Position = tuple[str, int, int, int]
+"""(topic, partition, offset, index of the event among the record's valid events)."""
 TopicPartition = tuple[str, int]
+Resume = tuple[int, int]
+"""(offset, events of that record to skip): where a restarted consumer must resume."""
 
 
 @dataclass
@@ -34,7 +37,7 @@ class _Open:
     n: int = 0
     first_time: float = float("inf")
     last_time: float = float("-inf")
-    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    first_positions: dict[TopicPartition, Resume] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,7 @@ class Windows:
         w.n += 1
         w.first_time = min(w.first_time, event_time)
         w.last_time = max(w.last_time, event_time)
-        tp = (position[0], position[1])
-        w.first_offsets.setdefault(tp, position[2])
+        w.first_positions.setdefault((position[0], position[1]), (position[2], position[3]))
         return self._close(key, "full") if w.n >= self.size else None
 
     def expired(self, now: float) -> list[ClosedWindow]:
@@ -85,12 +87,13 @@ class Windows:
         due = [k for k, w in self._open.items() if now - w.opened_at >= self.max_seconds and w.n >= self.min_samples]
         return [self._close(k, "timeout") for k in due]
 
-    def safe_offsets(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """Offsets that may be committed: the next offset after everything consumed, except where an open
-        window still holds events of that partition, whose first offset then bounds the commit."""
-        safe = dict(consumed)
+    def safe_positions(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, Resume]:
+        """Where each partition may be committed: after everything consumed, except where an open window
+        still holds events of that partition; then at that window's first event, which may sit inside a
+        batch record (the events of the record before it belong to closed windows and are skipped on replay)."""
+        safe = {tp: (offset, 0) for tp, offset in consumed.items()}
         for w in self._open.values():
-            for tp, first in w.first_offsets.items():
+            for tp, first in w.first_positions.items():
                 if tp in safe:
                     safe[tp] = min(safe[tp], first)
         return safe
@@ -102,8 +105,9 @@ class Windows:
     def _start(self, key: str, n_features: int, position: Position, now: float) -> _Open:
         index = self._next_index.get(key, 0)
         self._next_index[key] = index + 1
-        topic, partition, offset = position
-        w = _Open(key=key, index=index, window_id=f"{key}@{topic}-{partition}:{offset}", opened_at=now,
+        topic, partition, offset, event = position
+        window_id = f"{key}@{topic}-{partition}:{offset}" + (f"+{event}" if event else "")
+        w = _Open(key=key, index=index, window_id=window_id, opened_at=now,
                   features=np.empty((self.size, n_features)), predictions=np.empty(self.size, dtype=np.int64))
         self._open[key] = w
         return w

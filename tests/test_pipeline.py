@@ -172,3 +172,50 @@ def _fields(event: object) -> dict[str, object]:
     import msgspec
 
     return msgspec.structs.asdict(event)  # type: ignore[arg-type]
+
+
+def test_replay_skips_the_events_of_a_batch_record_that_closed_windows_already_hold(setup: Setup) -> None:
+    rng = np.random.default_rng(4)
+    stream = events(900, rng)
+    producer = setup.transport.producer()
+    topic = setup.config.topics.events
+
+    def send(records: range) -> None:
+        for r in records:  # batch records of 150 events: window 0 closes inside record 2, at its 100th event
+            producer.send(topic, encode_batch(stream[r * 150:(r + 1) * 150]), KEY.encode())
+        producer.flush()
+
+    send(range(3))
+    first: list[WindowResult] = []
+    pipeline = make_pipeline(setup, CollectorRegistry(), MemoryChannel(), first)
+    drive(pipeline, until=3)
+    pipeline.commit()
+    pipeline._consumer.close()
+    assert [(r.window_id, r.n_events) for r in first] == [(f"{KEY}@{topic}-0:0", 400)]
+
+    send(range(3, 6))
+    registry, second = CollectorRegistry(), []
+    restarted = make_pipeline(setup, registry, MemoryChannel(), second)
+    drive(restarted, until=4)
+    # window 1 is events 400..799 exactly once: it starts at the 100th event of record 2, not at its first
+    assert [(r.window_id, r.n_events) for r in second] == [(f"{KEY}@{topic}-0:2+100", 400)]
+    assert registry.get_sample_value("inferwatch_events_consumed_total",
+                                     {"model": MODEL, "version": VERSION}) == 500
+
+
+def test_a_bad_event_inside_a_batch_is_dead_lettered_alone(setup: Setup) -> None:
+    registry, results = CollectorRegistry(), []
+    pipeline = make_pipeline(setup, registry, MemoryChannel(), results)
+    rng = np.random.default_rng(6)
+    good = [encode_event(e) for e in events(5, rng)]
+    stranger = encode_event(events(1, rng, model="nobody")[0])
+    broken = b'{"schema":"inferwatch.inference/v1","request_id":"x"}'
+    value = b'{"schema":"inferwatch.batch/v1","events":[%s]}' % b",".join([*good[:2], stranger, broken, *good[2:]])
+    producer = setup.transport.producer()
+    producer.send(setup.config.topics.events, value, KEY.encode())
+    producer.flush()
+    drive(pipeline, until=1)
+    pipeline.commit()
+    letters = read_all(setup, setup.config.topics.deadletter, 2)
+    assert sorted(m.value for m in letters) == sorted([stranger, broken])
+    assert registry.get_sample_value("inferwatch_events_consumed_total", {"model": MODEL, "version": VERSION}) == 5

@@ -168,6 +168,22 @@ def test_commit_then_new_member_resumes_and_gets_uncommitted_tail(harness: Harne
     assert third.poll(1.0) == []
 
 
+def test_committed_offsets_carry_their_metadata(harness: Harness) -> None:
+    topic = harness.new_topic()
+    send_all(harness.transport.producer(), topic, [(b"k", b"%d" % i) for i in range(5)])
+    group = _name("g")
+    consumer = harness.transport.consumer([topic], group)
+    partition = drain(consumer, 5)[0].partition
+    assert consumer.committed(topic, partition) is None
+    consumer.commit({(topic, partition): 3}, {(topic, partition): "skip=42"})
+    consumer.close()
+    other = harness.transport.consumer([topic], group)
+    assert other.committed(topic, partition) == (3, "skip=42")
+    assert [m.offset for m in drain(other, 2)] == [3, 4]  # joins the group; resumes at the commit
+    other.commit({(topic, partition): 4})
+    assert other.committed(topic, partition) == (4, "")
+
+
 def test_two_groups_each_see_all_records(harness: Harness) -> None:
     topic = harness.new_topic()
     send_all(harness.transport.producer(), topic, [(None, b"%d" % i) for i in range(50)])

@@ -6,8 +6,8 @@ from monitor.alerts import AlertRules, Observation
 from monitor.windows import Windows
 
 
-def add(ws: Windows, key: str, offset: int, now: float = 0.0, partition: int = 0) -> object:
-    return ws.add(key, 2, [float(offset), 1.0], offset % 3, ("t", partition, offset), float(offset), now)
+def add(ws: Windows, key: str, offset: int, now: float = 0.0, index: int = 0) -> object:
+    return ws.add(key, 2, [float(offset), 1.0], offset % 3, ("t", 0, offset, index), float(offset), now)
 
 
 def test_windows_close_at_size_per_key_with_ids_from_the_first_position() -> None:
@@ -19,13 +19,22 @@ def test_windows_close_at_size_per_key_with_ids_from_the_first_position() -> Non
     assert ws.open_events == 2
 
 
-def test_safe_offsets_never_pass_an_open_window() -> None:
+def test_safe_positions_never_pass_an_open_window() -> None:
     ws = Windows(size=3, max_seconds=60, min_samples=2)
     for off in range(5):  # a/1 closes at 0,1,2; a second window opens at 3
         add(ws, "a/1", off)
-    assert ws.safe_offsets({("t", 0): 5, ("t", 1): 9}) == {("t", 0): 3, ("t", 1): 9}
+    assert ws.safe_positions({("t", 0): 5, ("t", 1): 9}) == {("t", 0): (3, 0), ("t", 1): (9, 0)}
     add(ws, "a/1", 5)  # closes the window that started at 3
-    assert ws.safe_offsets({("t", 0): 6}) == {("t", 0): 6}
+    assert ws.safe_positions({("t", 0): 6}) == {("t", 0): (6, 0)}
+
+
+def test_a_window_opening_inside_a_batch_record_resumes_there() -> None:
+    ws = Windows(size=3, max_seconds=60, min_samples=2)
+    closed = [ws.add("a/1", 1, [float(i)], None, ("t", 0, 40, i), 0.0, 0.0) for i in range(5)]  # one record
+    assert [w.window_id for w in closed if w is not None] == ["a/1@t-0:40"]
+    assert ws.safe_positions({("t", 0): 41}) == {("t", 0): (40, 3)}  # skip the 3 events already windowed
+    window = ws.add("a/1", 1, [5.0], None, ("t", 0, 41, 0), 0.0, 0.0)
+    assert window is not None and (window.window_id, window.n) == ("a/1@t-0:40+3", 3)
 
 
 def test_timeout_closes_only_windows_with_enough_samples() -> None:

@@ -124,15 +124,27 @@ class Consumer(Protocol):
         """
         ...
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def commit(self, offsets: Mapping[tuple[str, int], int],
+               metadata: Mapping[tuple[str, int], str] | None = None) -> None:
         """Synchronously commit ``{(topic, partition): next offset to read}`` for the group.
 
-        Only the partitions passed are committed; an empty mapping is a no-op.
+        Only the partitions passed are committed; an empty mapping is a no-op. ``metadata`` attaches a
+        short string to a partition's commit (Kafka's offset metadata), read back by :meth:`committed`.
 
         Raises
         ------
         TransportError
             The commit was not accepted.
+        """
+        ...
+
+    def committed(self, topic: str, partition: int) -> tuple[int, str] | None:
+        """The group's committed offset and its metadata for one partition, or None if never committed.
+
+        Raises
+        ------
+        TransportError
+            The consumer is closed or the lookup failed.
         """
         ...
 

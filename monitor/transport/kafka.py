@@ -351,7 +351,8 @@ class _KafkaConsumer(Consumer):
             )
         return out
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def commit(self, offsets: Mapping[tuple[str, int], int],
+               metadata: Mapping[tuple[str, int], str] | None = None) -> None:
         if self._closed:
             raise TransportError("consumer is closed")
         if not offsets:
@@ -360,7 +361,8 @@ class _KafkaConsumer(Consumer):
         for (topic, partition), offset in offsets.items():
             if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
                 raise ValueError(f"offset for {topic}[{partition}] must be an int >= 0, got {offset!r}")
-            request[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, "", -1)
+            note = (metadata or {}).get((topic, partition), "")
+            request[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, note, -1)
         try:
             self._client.commit(request, timeout_ms=self._owner.request_timeout_ms)
         except KafkaError as exc:
@@ -368,6 +370,18 @@ class _KafkaConsumer(Consumer):
                 f"commit of {len(request)} partition(s) to {self._owner.bootstrap} failed "
                 f"(timeout {self._owner.request_timeout_ms} ms): {exc}"
             ) from exc
+
+    def committed(self, topic: str, partition: int) -> tuple[int, str] | None:
+        if self._closed:
+            raise TransportError("consumer is closed")
+        try:
+            found = self._client.committed(TopicPartition(topic, partition), metadata=True,
+                                           timeout_ms=self._owner.request_timeout_ms)
+        except KafkaError as exc:
+            raise TransportError(f"fetching the committed offset of {topic}[{partition}] failed: {exc}") from exc
+        if found is None:
+            return None
+        return int(found.offset), str(found.metadata or "")
 
     def close(self) -> None:
         if self._closed:

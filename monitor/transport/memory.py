@@ -138,6 +138,7 @@ class MemoryBus(Transport):
         self._cond = threading.Condition()
         self._topics: dict[str, _Topic] = {}
         self._committed: dict[str, dict[tuple[str, int], int]] = {}  # group -> {(topic, p): offset}
+        self._metadata: dict[str, dict[tuple[str, int], str]] = {}  # group -> {(topic, p): commit metadata}
         self._readers: dict[str, set[str]] = {}  # topic -> groups that ever subscribed to it
         self._members: dict[str, list[_MemoryConsumer]] = {}  # group -> live consumers, creation order
         self._closed = False
@@ -334,7 +335,8 @@ class _MemoryConsumer(Consumer):
         self._positions = positions
         return out
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def commit(self, offsets: Mapping[tuple[str, int], int],
+               metadata: Mapping[tuple[str, int], str] | None = None) -> None:
         bus = self._bus
         with bus._cond:
             self._check_open()
@@ -348,8 +350,20 @@ class _MemoryConsumer(Consumer):
                     raise ValueError(f"offset {offset!r} for {topic}[{partition}] is outside [0, {end}]")
                 checked[(topic, partition)] = offset
             bus._committed[self.group].update(checked)
+            notes = bus._metadata.setdefault(self.group, {})
+            for tp in checked:
+                notes[tp] = (metadata or {}).get(tp, "")
             for topic, _ in checked:
                 bus._readers.setdefault(topic, set()).add(self.group)
+
+    def committed(self, topic: str, partition: int) -> tuple[int, str] | None:
+        bus = self._bus
+        with bus._cond:
+            self._check_open()
+            offset = bus._committed[self.group].get((topic, partition))
+            if offset is None:
+                return None
+            return offset, bus._metadata.get(self.group, {}).get((topic, partition), "")
 
     def close(self) -> None:
         if not self._closed:
