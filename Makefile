@@ -4,9 +4,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
+BENCH_VENV ?= .venv-bench
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck unit kafka-up kafka-down clean
+.PHONY: install bench-install bench demo test lint typecheck kafka-up kafka-down clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +19,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[all,test]'
 	touch $@
 
+# Peer libraries for the side-by-side benchmarks pin numpy<2 and pandas<3: they get their own environment.
+bench-install: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(BENCH_VENV)/bin/uv pip install -q --python $(BENCH_VENV)/bin/python -e '.[bench,test]'
+	touch $@
+
+# Full-size runs, each printing its table and the ratios against its peers (minutes; not part of make test,
+# which runs every benchmark at --quick size as a smoke test).
+bench: bench-install
+	for b in benchmarks/w*.py; do $(BENCH_VENV)/bin/python $$b || exit 1; done
+
 demo: install
 	$(BIN)/inferwatch demo
 
@@ -28,7 +43,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # The pytest session starts its own broker (deploy/local/kafka.sh with a fresh run dir) and stops it.
-test: install lint typecheck
+test: install bench-install lint typecheck
 	$(KAFKA) fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -39,4 +54,4 @@ kafka-down:
 	$(KAFKA) stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -14,43 +14,113 @@ False
 
 from __future__ import annotations
 
-from detectors.chi2 import PROB_FLOOR, Chi2Result, chi2_goodness_of_fit
+from detectors.calibration import CalibrationMethod, Calibrator, fit_calibrator, isotonic_fit
+from detectors.categorical import (
+    CategoricalDrift,
+    CategoricalDriftResult,
+    CategoricalReference,
+    build_categorical_reference,
+    categorical_drift,
+    encode_categories,
+)
+from detectors.cbpe import CBPEResult, cbpe, expected_macro_f1
+from detectors.chi2 import PROB_FLOOR, Chi2Result, Chi2Rows, chi2_goodness_of_fit, chi2_goodness_of_fit_rows
+from detectors.cusum import CUSUM, siegmund_arl, z_from_p
 from detectors.drift import (
     Correction,
     FeatureDrift,
     FeatureDriftResult,
     PredictionDriftResult,
+    WindowDriftResult,
     feature_drift,
     prediction_drift,
+    window_drift,
 )
 from detectors.errors import StatisticsError
-from detectors.ks import MAX_EXACT_N, KSResult, ks_2samp_columns, sort_reference
+from detectors.kolmogorov import kstwo_sf
+from detectors.ks import MAX_EXACT_N, KSIndex, KSResult, ks_2samp_columns, sort_reference
+from detectors.latency import SLO, BurnRateMonitor, BurnRateResult, LatencyHistogram, burn_rate
+from detectors.llm import (
+    REFUSAL_PATTERNS,
+    LLMQualityResult,
+    LLMReference,
+    LLMTest,
+    Percentiles,
+    build_llm_reference,
+    is_refusal,
+    llm_quality,
+)
+from detectors.mmd import MMDDetector, MMDResult, median_bandwidth
 from detectors.multiple_testing import adjust_p_values
 from detectors.psi import bin_proportions, jensen_shannon, psi, quantile_edges
+from detectors.quality import QualityResult, expected_calibration_error, labelled_quality
 from detectors.reference import ReferenceSample, build_reference
 from detectors.smirnov import smirnov_sf_exact
+from detectors.wasserstein import wasserstein_columns
 
 __all__ = [
+    "CUSUM",
     "MAX_EXACT_N",
     "PROB_FLOOR",
+    "REFUSAL_PATTERNS",
+    "SLO",
+    "BurnRateMonitor",
+    "BurnRateResult",
+    "CBPEResult",
+    "CalibrationMethod",
+    "Calibrator",
+    "CategoricalDrift",
+    "CategoricalDriftResult",
+    "CategoricalReference",
     "Chi2Result",
+    "Chi2Rows",
     "Correction",
     "FeatureDrift",
     "FeatureDriftResult",
+    "KSIndex",
     "KSResult",
+    "LLMQualityResult",
+    "LLMReference",
+    "LLMTest",
+    "LatencyHistogram",
+    "MMDDetector",
+    "MMDResult",
+    "Percentiles",
     "PredictionDriftResult",
+    "QualityResult",
     "ReferenceSample",
     "StatisticsError",
+    "WindowDriftResult",
     "adjust_p_values",
     "bin_proportions",
+    "build_categorical_reference",
+    "build_llm_reference",
     "build_reference",
+    "burn_rate",
+    "categorical_drift",
+    "cbpe",
     "chi2_goodness_of_fit",
+    "chi2_goodness_of_fit_rows",
+    "encode_categories",
+    "expected_calibration_error",
+    "expected_macro_f1",
     "feature_drift",
+    "fit_calibrator",
+    "is_refusal",
+    "isotonic_fit",
     "jensen_shannon",
     "ks_2samp_columns",
+    "kstwo_sf",
+    "labelled_quality",
+    "llm_quality",
+    "median_bandwidth",
     "prediction_drift",
     "psi",
     "quantile_edges",
+    "siegmund_arl",
     "smirnov_sf_exact",
     "sort_reference",
+    "wasserstein_columns",
+    "window_drift",
+    "z_from_p",
 ]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors._arrays import FloatArray, class_indices, float_matrix, readonly, require_finite
+from detectors._arrays import FloatArray, IntArray, class_indices, float_matrix, readonly, require_finite
 from detectors.errors import StatisticsError
-from detectors.ks import sort_reference
+from detectors.ks import KSIndex, sort_reference
 from detectors.psi import bin_proportions, quantile_edges
+from detectors.wasserstein import W1Index
 
 __all__ = ["ReferenceSample", "build_reference"]
 
@@ -33,13 +34,23 @@ class ReferenceSample:
     class_labels : tuple of str
         Names of the predicted classes (K of them); empty when unknown.
     class_priors : ndarray of shape (K,) or None
-        Reference share of each predicted class, or None without reference predictions.
+        Reference share of each predicted class, or None without reference predictions.  Derived as
+        ``class_counts / class_counts.sum()`` when counts are given (priors given as well must agree).
+    class_counts : ndarray of int64, shape (K,), or None
+        Reference count of each predicted class.  :func:`detectors.drift.prediction_drift` needs them
+        for its two-sample homogeneity test; a profile that has only ``class_priors`` (written before
+        counts were stored) falls back to goodness of fit against the priors, which treats them as exact
+        and alarms somewhat more often than ``alpha`` on undrifted traffic.
+    ks_index, w1_index, std
+        Derived on construction from ``sorted_values`` (never stored): the search index of the KS
+        test, the prefix sums of the Wasserstein distance, and the per-feature standard deviation
+        (ddof 0) that normalises it.
 
     Notes
     -----
-    Shapes are checked on construction (a :class:`StatisticsError` names the mismatch), so a profile
-    loaded from disk is validated too.  Equality is identity (``eq=False``): arrays have no
-    single truth value.
+    Shapes, finiteness and sortedness are checked on construction (a :class:`StatisticsError` names
+    the problem), so a profile loaded from disk is validated too.  Equality is identity
+    (``eq=False``): arrays have no single truth value.
     """
 
     feature_names: tuple[str, ...]
@@ -47,7 +58,11 @@ class ReferenceSample:
     edges: FloatArray
     proportions: FloatArray
     class_labels: tuple[str, ...]
-    class_priors: FloatArray | None
+    class_priors: FloatArray | None = None
+    class_counts: IntArray | None = None
+    ks_index: KSIndex = field(init=False, repr=False)
+    w1_index: W1Index = field(init=False, repr=False)
+    std: FloatArray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n_features = len(self.feature_names)
@@ -64,6 +79,39 @@ class ReferenceSample:
         if self.class_priors is not None and self.class_priors.shape != (len(self.class_labels),):
             raise StatisticsError(f"class_priors has shape {self.class_priors.shape} but there are "
                                   f"{len(self.class_labels)} class labels")
+        if self.class_counts is not None:
+            self._derive_priors(np.asarray(self.class_counts))
+        sv = np.asarray(sv, dtype=np.float64)
+        require_finite(sv, "sorted_values", self.feature_names)
+        unsorted = np.flatnonzero(np.any(sv[1:] < sv[:-1], axis=0))
+        if unsorted.size:
+            raise StatisticsError(f"sorted_values is not sorted in feature(s) "
+                                  f"{[self.feature_names[j] for j in unsorted[:5]]}")
+        ks_index = KSIndex.from_sorted(sv)
+        # derived, not stored: a frozen dataclass sets its own fields through object.__setattr__
+        object.__setattr__(self, "ks_index", ks_index)
+        object.__setattr__(self, "w1_index", W1Index.from_columns(ks_index.columns))
+        object.__setattr__(self, "std", readonly(ks_index.columns.std(axis=1)))
+
+    def _derive_priors(self, counts: npt.NDArray[np.generic]) -> None:
+        """Validate ``class_counts``, store them as read-only int64 and set ``class_priors`` from them."""
+        n_classes = len(self.class_labels)
+        if counts.shape != (n_classes,):
+            raise StatisticsError(f"class_counts has shape {counts.shape} but there are {n_classes} class labels")
+        if not (np.issubdtype(counts.dtype, np.integer) or np.issubdtype(counts.dtype, np.floating)):
+            raise StatisticsError(f"class_counts must be integer counts; got dtype {counts.dtype}")
+        values = counts.astype(np.float64)  # (K,)
+        if not np.isfinite(values).all() or (values < 0).any() or (values != np.round(values)).any():
+            raise StatisticsError("class_counts must be non-negative integers")
+        if values.sum() <= 0:
+            raise StatisticsError("class_counts must have a positive total")
+        exact = values.astype(np.int64)  # (K,)
+        exact.setflags(write=False)
+        priors = readonly(exact / exact.sum())  # (K,)
+        if self.class_priors is not None and not np.allclose(self.class_priors, priors, rtol=0, atol=1e-9):
+            raise StatisticsError("class_priors disagree with class_counts / class_counts.sum()")
+        object.__setattr__(self, "class_counts", exact)
+        object.__setattr__(self, "class_priors", priors)
 
 
 def build_reference(
@@ -84,8 +132,8 @@ def build_reference(
     feature_names : sequence of str
         F distinct names, in column order.
     predictions : array_like of int, shape (P,), optional
-        Predicted class indices in ``[0, K)`` on reference traffic; all P of them are used for the
-        priors (they need not be aligned with the rows of ``x``).
+        Predicted class indices in ``[0, K)`` on reference traffic; all P of them are counted (they
+        need not be aligned with the rows of ``x``, nor subsampled with them).
     class_labels : sequence of str, optional
         K class names; when None, ``str(i)`` for ``i in range(max(predictions) + 1)``.
     bins : int, optional
@@ -98,7 +146,8 @@ def build_reference(
     Returns
     -------
     ReferenceSample
-        With read-only arrays.  ``class_priors = counts / P``, or None without predictions.
+        With read-only arrays.  ``class_counts`` (int64) and ``class_priors = class_counts / P``, or
+        both None without predictions.
 
     Raises
     ------
@@ -113,8 +162,8 @@ def build_reference(
     >>> ref = build_reference(x, ["a", "b"], predictions=[0, 1, 1, 1], bins=4)
     >>> ref.sorted_values.shape, ref.edges.shape, ref.proportions.shape
     ((500, 2), (2, 3), (2, 4))
-    >>> ref.class_labels, ref.class_priors
-    (('0', '1'), array([0.25, 0.75]))
+    >>> ref.class_labels, ref.class_counts, ref.class_priors
+    (('0', '1'), array([1, 3]), array([0.25, 0.75]))
     """
     values = float_matrix(x, "reference x")
     names = tuple(feature_names)
@@ -138,7 +187,7 @@ def build_reference(
     proportions = bin_proportions(sorted_values, edges)  # (F, bins)
 
     labels: tuple[str, ...] = tuple(class_labels) if class_labels is not None else ()
-    priors: FloatArray | None = None
+    counts: IntArray | None = None
     if predictions is not None:
         pred = class_indices(predictions, "predictions")
         if pred.size == 0:
@@ -152,7 +201,7 @@ def build_reference(
         if outside.any():
             raise StatisticsError(f"predictions must be class indices in [0, {n_classes}); found "
                                   f"{np.unique(pred[outside])[:5].tolist()}")
-        priors = readonly(np.bincount(pred, minlength=n_classes) / pred.size)  # (K,)
+        counts = np.bincount(pred, minlength=n_classes)  # (K,)
 
     return ReferenceSample(
         feature_names=names,
@@ -160,5 +209,5 @@ def build_reference(
         edges=readonly(edges),
         proportions=readonly(proportions),
         class_labels=labels,
-        class_priors=priors,
+        class_counts=counts,
     )

@@ -1,8 +1,9 @@
 """Alert rules over window results, and the channels that deliver alerts.
 
-An alert's fingerprint is (model, version, detector). It fires after ``consecutive`` drifted windows,
-repeats are suppressed while it stays firing, and it resolves after ``resolve_after`` clean windows;
-both transitions are delivered. Windows with insufficient data neither advance nor reset a rule.
+An alert's fingerprint is (model, version, detector). It fires when ``breaches`` of the last ``of``
+windows found a problem (k-of-n persistence: one unlucky window does not page anyone), repeats are
+suppressed while it stays firing, and it resolves after ``resolve_after`` consecutive clean windows; both
+transitions are delivered. Windows with insufficient data neither advance nor reset a rule.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
@@ -52,7 +54,7 @@ class Alert:
 
 @dataclass
 class _RuleState:
-    breaches: int = 0
+    recent: deque[bool]  # the last `of` verdicts, True = breach
     clean: int = 0
     firing: Alert | None = None
 
@@ -76,28 +78,37 @@ class Observation:
 
 
 class AlertRules:
-    """k-consecutive firing, r-consecutive resolution, per fingerprint. State is one small record per
-    (model, version, detector), which the configured models bound."""
+    """k-of-n firing, r-consecutive resolution, per fingerprint. State is one small record per
+    (model, version, detector), which the configured models bound.
 
-    def __init__(self, consecutive: int = 1, resolve_after: int = 2) -> None:
-        self.consecutive = consecutive
+    >>> rules = AlertRules(breaches=2, of=3)
+    >>> def window(i, drifted):
+    ...     return Observation("m", "1", "feature_drift", i, f"w{i}", i, i + 1, drifted)
+    >>> [a.status if (a := rules.observe(window(i, d))) else "-" for i, d in enumerate([1, 0, 1, 1, 0, 0])]
+    ['-', '-', 'firing', '-', '-', 'resolved']
+    """
+
+    def __init__(self, breaches: int = 2, of: int = 3, resolve_after: int = 2) -> None:
+        if not 1 <= breaches <= of:
+            raise ValueError(f"need 1 <= breaches <= of, got breaches={breaches}, of={of}")
+        self.breaches = breaches
+        self.of = of
         self.resolve_after = resolve_after
         self._state: dict[str, _RuleState] = {}
 
     def observe(self, obs: Observation) -> Alert | None:
         """Update the rule with one window; return an alert when it fires or resolves."""
         fingerprint = hashlib.sha256(f"{obs.model}\0{obs.version}\0{obs.detector}".encode()).hexdigest()[:16]
-        st = self._state.setdefault(fingerprint, _RuleState())
+        st = self._state.setdefault(fingerprint, _RuleState(recent=deque(maxlen=self.of)))
         if obs.insufficient:
             return None
+        st.recent.append(obs.drifted)
         if obs.drifted:
-            st.breaches += 1
             st.clean = 0
-            if st.firing is None and st.breaches >= self.consecutive:
+            if st.firing is None and sum(st.recent) >= self.breaches:
                 st.firing = self._alert(fingerprint, "firing", obs, started_at=obs.window_end)
                 return st.firing
             return None
-        st.breaches = 0
         st.clean += 1
         if st.firing is not None and st.clean >= self.resolve_after:
             started = st.firing.started_at

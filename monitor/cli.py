@@ -28,6 +28,16 @@ examples:
 """
 
 
+DATA_FILES = """\
+data files (every part optional; the profile holds what the file holds):
+  .npz  X (n, F) numeric features + feature_names; categorical (n, C) strings + categorical_names;
+        predictions (n,) class indices; probabilities (n, K); labels (n,) true classes;
+        embeddings (n, d); output_tokens, mean_logprob, empty, refusal (n,) [+ accepted] for an LLM
+  .csv  header row; numeric columns are features, non-numeric ones categorical; columns named
+        prediction, label and prob_0 .. prob_K-1 hold classes and probabilities
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -61,25 +71,39 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     drift = sub.add_parser("drift", help="compare two data files offline (for CI before a rollout)",
-                           description="Per-feature KS statistic and p-value, PSI and Jensen–Shannon distance of "
-                                       "CURRENT against REFERENCE, with multiple-testing correction and an "
-                                       "effect-size floor. Exit status 0: no drift, 1: drift, 2: error.")
-    drift.add_argument("--reference", required=True, type=Path, help=".npz (array X) or .csv with a header")
+                           description="Runs every detector the files have data for, as the daemon does on one "
+                                       "window: per-feature KS (p-value, PSI, Jensen–Shannon, Wasserstein) with "
+                                       "multiple-testing correction and an effect-size floor, chi-squared on "
+                                       "categorical features and predicted classes, MMD on embeddings, accuracy "
+                                       "from labels, label-free estimated accuracy (CBPE) from probabilities, LLM "
+                                       "output distributions. Exit status 0: no change, 1: change, 2: error.",
+                           epilog="File contents: see `inferwatch baseline --help`.")
+    drift.add_argument("--reference", required=True, type=Path, help=".npz or .csv (see baseline --help)")
     drift.add_argument("--current", required=True, type=Path, help="same format and features as --reference")
     drift.add_argument("--alpha", type=float, default=0.01, help="family-wise error level (default 0.01)")
     drift.add_argument("--correction", choices=["bonferroni", "bh"], default="bonferroni")
-    drift.add_argument("--min-effect", type=float, default=0.1,
-                       help="smallest KS statistic reported as drift, however significant (default 0.1)")
+    drift.add_argument("--min-effect", type=float, default=0.025,
+                       help="smallest KS statistic reported as drift, however significant (default 0.025; "
+                            "a 0.1-sd mean shift is about 0.04)")
+    drift.add_argument("--min-samples", type=int, default=30, help="fewer usable rows: insufficient data")
     drift.add_argument("--json", action="store_true", help="print one JSON object")
     drift.set_defaults(func=_drift)
 
-    base = sub.add_parser("baseline", help="build a reference profile from training or validation data")
-    base.add_argument("--data", required=True, type=Path, help=".npz (X, feature_names, predictions) or .csv")
+    base = sub.add_parser("baseline", help="build a reference profile from training or validation data",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          description="Build the profile the daemon compares live windows with, from training or "
+                                      "validation data and the model's outputs on it.",
+                          epilog=DATA_FILES)
+    base.add_argument("--data", required=True, type=Path, help=".npz or .csv, see below")
     base.add_argument("--out", required=True, type=Path, help="profile file to write (.npz)")
     base.add_argument("--model", default="model", help="model name the profile describes")
     base.add_argument("--version", dest="model_version", default="1", help="model version")
     base.add_argument("--training-run", default=None, help="id or URL of the training run")
     base.add_argument("--bins", type=int, default=10, help="reference-quantile bins for PSI (default 10)")
+    base.add_argument("--calibration", choices=["temperature", "isotonic"], default="temperature",
+                      help="probability calibration fitted on probabilities + labels, for CBPE (default temperature)")
+    base.add_argument("--max-rows", type=int, default=20_000,
+                      help="rows kept in the numeric reference sample (default 20000)")
     base.set_defaults(func=_baseline)
 
     demo = sub.add_parser("demo", help="train a CNN, serve it through the collector, inject drift, watch",
@@ -108,54 +132,64 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from detectors import build_reference, feature_drift
-    from monitor.datafiles import read_table
+    import msgspec
 
-    ref, cur = read_table(args.reference), read_table(args.current)
-    if ref.feature_names != cur.feature_names:
-        raise InferwatchError(f"feature mismatch: {args.reference} has {list(ref.feature_names)}, "
-                              f"{args.current} has {list(cur.feature_names)}")
+    from monitor.config import DetectConfig
+    from monitor.datafiles import read_table
+    from monitor.findings import findings
+    from monitor.offline import compare
+
     if not 0 < args.alpha < 1:
         raise InferwatchError(f"--alpha must be in (0, 1), got {args.alpha}")
-    reference = build_reference(ref.x[np.isfinite(ref.x).all(axis=1)], ref.feature_names,
-                                max_rows=max(len(ref.x), 1))
-    result = feature_drift(reference, cur.x, alpha=args.alpha, correction=args.correction,
-                           min_effect=args.min_effect)
+    if not 0 <= args.min_effect <= 1:
+        raise InferwatchError(f"--min-effect must be in [0, 1], got {args.min_effect}")
+    detect = DetectConfig(alpha=args.alpha, correction=args.correction, min_effect=args.min_effect)
+    result = compare(read_table(args.reference), read_table(args.current), detect, min_samples=args.min_samples)
+    found = findings(result)
+    drifted = [f for f in found if f.drifted]
     if args.json:
-        print(json.dumps(asdict(result) | {"drifted": result.drifted,
-                                           "drifted_features": list(result.drifted_features)}, default=float))
-    else:
-        excluded = f", {result.excluded_rows} excluded as non-finite" if result.excluded_rows else ""
-        print(f"reference {args.reference} ({result.n_reference} rows) vs current {args.current} "
-              f"({result.n_current} rows{excluded})")
-        print(f"{'feature':<24} {'KS':>7} {'p-value':>10} {'p-adj':>10} {'PSI':>7} {'JS':>7}  drifted")
-        for f in result.features:
+        report = msgspec.to_builtins(result)
+        report["findings"] = [msgspec.to_builtins(f) for f in found]
+        report["drifted"] = bool(drifted)
+        report["drifted_features"] = list(result.drifted_features)
+        print(json.dumps(report, default=float))
+        return 1 if drifted else 0
+    print(f"reference {args.reference} vs current {args.current} ({result.n_events} rows)")
+    if result.drift is not None:
+        numeric = result.drift.numeric
+        if numeric.excluded_rows:
+            print(f"{numeric.excluded_rows} current rows excluded as non-finite")
+        if numeric.features:
+            print(f"{'feature':<24} {'KS':>7} {'p-value':>10} {'p-adj':>10} {'PSI':>7} {'JS':>7} {'W (sd)':>7}"
+                  "  drifted")
+        for f in numeric.features:
             print(f"{f.name:<24} {f.ks_statistic:>7.4f} {f.p_value:>10.3g} {f.p_adjusted:>10.3g} {f.psi:>7.3f} "
-                  f"{f.js_distance:>7.3f}  {'YES' if f.drifted else 'no'}")
-        if result.insufficient:
-            print("insufficient data: too few usable rows in the current sample to decide")
-        else:
-            print(f"{len(result.drifted_features)} of {len(result.features)} features drifted "
-                  f"(alpha {args.alpha}, {args.correction}, KS >= {args.min_effect})")
-    return 1 if result.drifted else 0
+                  f"{f.js_distance:>7.3f} {f.wasserstein:>7.3f}  {'YES' if f.drifted else 'no'}")
+        for c in result.drift.categorical.features if result.drift.categorical is not None else ():
+            print(f"{c.name:<24} {'chi2':>7} {c.p_value:>10.3g} {c.p_adjusted:>10.3g} {'':>7} {c.js_distance:>7.3f} "
+                  f"{'':>7}  {'YES' if c.drifted else 'no'}")
+        categorical = result.drift.categorical.features if result.drift.categorical is not None else ()
+        print(f"{len(result.drifted_features)} of {len(numeric.features) + len(categorical)} features drifted\n")
+    for finding in found:
+        flag = "DRIFT" if finding.drifted else ("insufficient data" if finding.insufficient else "ok")
+        print(f"{finding.detector:<18} {flag:<8} {finding.summary}")
+    print(f"{len(drifted)} of {len(found)} detectors found a change (alpha {args.alpha}, {args.correction}, "
+          f"KS >= {args.min_effect})")
+    return 1 if drifted else 0
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from detectors import build_reference
     from monitor.datafiles import read_table
-    from monitor.profiles import Profile, save_profile
+    from monitor.offline import build_profile
+    from monitor.profiles import save_profile
 
     table = read_table(args.data)
-    finite = np.isfinite(table.x).all(axis=1)
-    if not finite.any():
-        raise InferwatchError(f"{args.data}: no row without NaN or infinite values")
-    predictions = table.predictions[finite] if table.predictions is not None else None
-    reference = build_reference(table.x[finite], table.feature_names, predictions=predictions, bins=args.bins)
-    save_profile(args.out, Profile(reference=reference, model=args.model, version=args.model_version,
-                                   training_run=args.training_run))
-    print(f"wrote {args.out}: {args.model}/{args.model_version}, {len(table.feature_names)} features, "
-          f"{reference.sorted_values.shape[0]} reference rows ({int((~finite).sum())} non-finite rows skipped)"
-          + (f", {len(reference.class_labels)} classes" if predictions is not None else ""))
+    profile = build_profile(table, args.model, args.model_version, training_run=args.training_run, bins=args.bins,
+                            calibration=args.calibration, max_rows=args.max_rows)
+    save_profile(args.out, profile)
+    skipped = int((~np.isfinite(table.x).all(axis=1)).sum())
+    print(f"wrote {args.out}: {args.model}/{args.model_version} from {table.rows} rows "
+          f"({skipped} non-finite rows skipped): {profile.describe()}")
     return 0
 
 

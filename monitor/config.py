@@ -70,14 +70,65 @@ class WindowConfig(_Strict, frozen=True):
     min_samples: Positive = 30
 
 
+Effect = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class EmbeddingConfig(_Strict, frozen=True):
+    """MMD on embeddings: a permutation test up to ``linear_above`` pooled rows, the linear-time test above.
+    At most ``max_rows`` embeddings of a window are kept (the first ones), which bounds memory and time."""
+
+    permutations: Positive = 100
+    max_rows: Positive = 1000
+    linear_above: Positive = 20_000
+
+
+class QualityConfig(_Strict, frozen=True):
+    """Quality with labels: feedback joins its inference by request id within ``ttl_s``; at most
+    ``max_pending`` unjoined inferences and feedbacks are held (oldest evicted first, counted). Labelled
+    quality is evaluated every ``window`` joined labels."""
+
+    ttl_s: PositiveFloat = 86_400.0
+    max_pending: Positive = 200_000
+    window: Positive = 500
+
+
+class SlowDriftConfig(_Strict, frozen=True):
+    """CUSUM over each window's feature-drift p-value (as a N(0,1) score): catches drifts too slow for any
+    single window. The threshold is calibrated so that, with no drift, an alarm comes on average once per
+    ``1 / false_alarm_rate`` windows."""
+
+    enabled: bool = True
+    false_alarm_rate: Probability = 0.001
+    k: PositiveFloat = 0.5
+
+
+class SLOConfig(_Strict, frozen=True):
+    """``objective`` of requests must finish within ``threshold_s`` (total latency)."""
+
+    threshold_s: PositiveFloat
+    objective: Probability = 0.99
+
+
 class DetectConfig(_Strict, frozen=True):
-    """False-alarm control: ``alpha`` is the per-window family-wise (Bonferroni) or false-discovery (BH)
-    level across features; ``min_effect`` is the floor on the KS statistic (features) and on the
-    Jensen–Shannon distance (predicted classes) below which no shift is reported, however significant."""
+    """False-alarm control. ``alpha`` is the per-window family-wise (Bonferroni) or false-discovery (BH)
+    level across the features of a window, and the level of every other test. Effect-size floors keep huge
+    windows from flagging negligible shifts: a finding needs significance AND an effect at least as large as
+    ``min_effect`` (KS statistic of a numeric feature; a 0.1-sd mean shift is about 0.04, while an undrifted
+    feature in 10,000-row windows against 100,000 reference rows exceeds 0.025 with probability ~2e-5),
+    ``min_effect_categorical`` and ``min_effect_classes`` (Jensen–Shannon distance of category and
+    predicted-class frequencies), ``min_effect_quality`` (accuracy drop), ``min_effect_llm``."""
 
     alpha: Probability = 0.01
     correction: Literal["bonferroni", "bh"] = "bonferroni"
-    min_effect: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+    min_effect: Effect = 0.025
+    min_effect_categorical: Effect = 0.02
+    min_effect_classes: Effect = 0.02
+    min_effect_quality: Effect = 0.02
+    min_effect_llm: Effect = 0.05
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    quality: QualityConfig = QualityConfig()
+    slow_drift: SlowDriftConfig = SlowDriftConfig()
+    slo: SLOConfig | None = None
 
 
 class WebhookConfig(_Strict, frozen=True):
@@ -88,9 +139,11 @@ class WebhookConfig(_Strict, frozen=True):
 
 
 class AlertsConfig(_Strict, frozen=True):
-    """An alert fires after ``consecutive`` drifted windows and resolves after ``resolve_after`` clean ones."""
+    """An alert fires when ``breaches`` of the last ``of`` windows found a problem (persistence), and resolves
+    after ``resolve_after`` consecutive clean windows."""
 
-    consecutive: Positive = 1
+    breaches: Positive = 2
+    of: Positive = 3
     resolve_after: Positive = 2
     webhook: WebhookConfig | None = None
 
@@ -151,6 +204,9 @@ def load_config_text(text: str, source: str = "config") -> Config:
         match = _AT.search(message)
         where = f" at {match.group('path') or '(top level)'}" if match else ""
         raise ConfigError(f"{source}: {_AT.sub('', message)}{where}") from exc
+    if config.alerts.breaches > config.alerts.of:
+        raise ConfigError(f"{source}: alerts.breaches ({config.alerts.breaches}) cannot exceed alerts.of "
+                          f"({config.alerts.of})")
     keys = [m.key for m in config.models]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:

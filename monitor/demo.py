@@ -14,21 +14,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from detectors import build_reference
+from detectors import fit_calibrator
 from monitor.alerts import MemoryChannel
 from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
 from monitor.daemon import build_transport
+from monitor.datafiles import Table
 from monitor.errors import InferwatchError
+from monitor.evaluation import WindowResult
+from monitor.events import FeedbackEvent
+from monitor.findings import findings
 from monitor.metrics import daemon_metrics
-from monitor.pipeline import Pipeline, WindowResult
-from monitor.profiles import Profile, load_profile, save_profile
+from monitor.offline import build_profile
+from monitor.pipeline import Pipeline
+from monitor.profiles import load_profile, save_profile
 
 Drift = Literal["noise", "invert", "classmix"]
 DRIFTS: tuple[Drift, ...] = ("noise", "invert", "classmix")
@@ -55,6 +60,9 @@ class DemoWindow:
     prediction_drift: bool
     drifted_features: tuple[str, ...]
     accuracy: float
+    estimated_accuracy: float | None  # CBPE, from calibrated probabilities, without labels
+    labelled_accuracy: float | None  # from the labels reviewers sent back (one request in five)
+    detectors: tuple[str, ...]  # every detector that found a change in this window
 
 
 @dataclass(frozen=True)
@@ -131,18 +139,20 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
         import torch
     except ImportError as exc:
         raise InferwatchError("the demo trains a CNN and needs torch: pip install 'inferwatch[torch]'") from exc
-    from collectors import IMAGE_FEATURES, ClassifierCollector, EventProducer, image_summary
+    from collectors import IMAGE_FEATURES, ClassifierCollector, EventProducer, Events, image_summary
 
     if windows < 4:
         raise InferwatchError("the demo needs at least 4 windows")
     started = time.monotonic()
     rng = np.random.default_rng(seed)
-    x_train, x_test, y_train, y_test = _digits(seed)
+    x_all, x_test, y_all, y_test = _digits(seed)
+    n_val = len(x_all) // 5  # a validation split calibrates probabilities and measures reference accuracy
+    x_train, y_train, x_val, y_val = x_all[n_val:], y_all[n_val:], x_all[:n_val], y_all[:n_val]
     progress(f"training a CNN on {len(x_train)} scikit-learn digits ...")
     model = train_cnn(x_train, y_train, seed)
     with torch.no_grad():
-        train_logits = model(torch.from_numpy(x_train))
-        train_pred = train_logits.argmax(1).numpy()
+        train_pred = model(torch.from_numpy(x_train)).argmax(1).numpy()
+        val_probs = model(torch.from_numpy(x_val)).softmax(1).numpy().astype(np.float64)
         test_pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
         reference_features = image_summary(torch.from_numpy(x_train)).numpy().astype(np.float64)
     train_seconds = time.monotonic() - started
@@ -152,12 +162,15 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
     tmp = tempfile.TemporaryDirectory(prefix="inferwatch-demo-") if workdir is None else None
     folder = Path(tmp.name) if tmp else Path(workdir or ".")
     profile_path = folder / "digits-cnn.profile.npz"
-    save_profile(profile_path, Profile(
-        reference=build_reference(reference_features, IMAGE_FEATURES, predictions=train_pred,
-                                  class_labels=[str(i) for i in range(10)]),
-        model=MODEL, version=VERSION, training_run=f"demo://digits-cnn/seed-{seed}"))
+    # The same path as `inferwatch baseline`: inputs and predictions from the training split, calibration and
+    # reference accuracy from the validation split (training-set confidence is over-confident).
+    profile = build_profile(Table(x=reference_features, feature_names=IMAGE_FEATURES, predictions=train_pred),
+                            MODEL, VERSION, training_run=f"demo://digits-cnn/seed-{seed}")
+    profile = replace(profile, calibrator=fit_calibrator(val_probs, y_val, method="temperature"),
+                      reference_accuracy=float((val_probs.argmax(1) == y_val).mean()))
+    save_profile(profile_path, profile)
     profile = load_profile(profile_path)
-    progress(f"reference profile: {len(IMAGE_FEATURES)} input features and 10 class priors -> {profile_path}")
+    progress(f"reference profile: {profile.describe()} -> {profile_path}")
 
     suffix = uuid.uuid4().hex[:8]
     topics = TopicsConfig(events=f"inferwatch.demo-{suffix}.events", feedback=f"inferwatch.demo-{suffix}.feedback",
@@ -180,6 +193,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
     detector.start()
     events = EventProducer(producer, topics.events, registry=registry)
     collector = ClassifierCollector(model, events, MODEL, VERSION)
+    labels = EventProducer(producer, topics.feedback, registry=CollectorRegistry())
 
     inject_at = windows // 2
     accuracy: list[float] = []
@@ -194,10 +208,16 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
                 x, y = inject(drift, x, y, rng)
             correct = 0
             for lo in range(0, window_size, 25):  # requests of 25 images, as a serving batcher would send
-                logits = collector(torch.from_numpy(np.ascontiguousarray(x[lo:lo + 25])))
+                ids = [uuid.uuid4().hex for _ in range(len(x[lo:lo + 25]))]
+                logits = collector(torch.from_numpy(np.ascontiguousarray(x[lo:lo + 25])), request_ids=ids)
                 correct += int((logits.argmax(1).numpy() == y[lo:lo + 25]).sum())
+                # a reviewer labels one request in five, a little later
+                labels.submit(Events([FeedbackEvent(request_id=ids[i], time=time.time(), model=MODEL,
+                                                    version=VERSION, label=int(y[lo + i]))
+                                      for i in range(0, len(ids), 5)]))
             accuracy.append(correct / window_size)
     events.close()
+    labels.close()
     deadline = time.monotonic() + 60
     while len(results) < windows and time.monotonic() < deadline and detector.is_alive():
         time.sleep(0.05)
@@ -216,15 +236,21 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
                              status=a.status, features=a.features, summary=a.summary,
                              seconds_after_start=round(a.window_end - started_wall(started), 3))
                    for a in channel.alerts)
-    per_window = tuple(DemoWindow(
-        window=w, drift_injected=w >= inject_at, feature_drift=by_window[w].features.drifted,
-        prediction_drift=by_window[w].prediction_drifted, drifted_features=by_window[w].features.drifted_features,
-        accuracy=accuracy[w]) for w in range(windows))
+    per_window = tuple(_window_summary(by_window[w], w >= inject_at, accuracy[w]) for w in range(windows))
     return DemoReport(transport="kafka" if kafka else "embedded", drift=drift, windows=windows,
                       window_size=window_size, drift_injected_at_window=inject_at, train_accuracy=train_acc,
                       test_accuracy=test_acc, train_seconds=round(train_seconds, 2),
                       elapsed_seconds=round(time.monotonic() - started, 2), events=windows * window_size,
                       alerts=alerts, per_window=per_window)
+
+
+def _window_summary(r: WindowResult, injected: bool, accuracy: float) -> DemoWindow:
+    found = findings(r)
+    return DemoWindow(window=r.index, drift_injected=injected, feature_drift=r.drift is not None and r.drift.drifted,
+                      prediction_drift=r.prediction_drifted, drifted_features=r.drifted_features, accuracy=accuracy,
+                      estimated_accuracy=None if r.cbpe is None else round(r.cbpe.expected_accuracy, 4),
+                      labelled_accuracy=None if r.quality is None else round(r.quality.accuracy, 4),
+                      detectors=tuple(f.detector for f in found if f.drifted))
 
 
 def started_wall(monotonic_start: float) -> float:
@@ -235,15 +261,14 @@ def started_wall(monotonic_start: float) -> float:
 def format_report(r: DemoReport) -> str:
     lines = [f"inferwatch demo: {r.events} digit images through a CNN on the {r.transport} transport, "
              f"{r.drift} drift injected at window {r.drift_injected_at_window}", ""]
-    lines.append(" window  traffic   accuracy  drift found")
+    lines.append(" window  traffic   accuracy: true  estimated  labelled   found")
     for w in r.per_window:
-        found = []
-        if w.feature_drift:
-            found.append("inputs: " + ", ".join(w.drifted_features))
-        if w.prediction_drift:
-            found.append("predicted-class mix")
-        lines.append(f" {w.window:>6}  {'DRIFTED' if w.drift_injected else 'clean':<8}  {w.accuracy:>8.3f}  "
-                     f"{'; '.join(found) or '-'}")
+        found = [("inputs: " + ", ".join(w.drifted_features)) if d == "feature_drift" else d.replace("_", " ")
+                 for d in w.detectors]
+        est = "-" if w.estimated_accuracy is None else f"{w.estimated_accuracy:.3f}"
+        lab = "-" if w.labelled_accuracy is None else f"{w.labelled_accuracy:.3f}"
+        lines.append(f" {w.window:>6}  {'DRIFTED' if w.drift_injected else 'clean':<8}  {w.accuracy:>14.3f}  {est:>9}  "
+                     f"{lab:>8}   {'; '.join(found) or '-'}")
     lines.append("")
     if not r.alerts:
         lines.append("no alerts")

@@ -71,6 +71,7 @@ class Generation(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     output_chars: Count
     mean_logprob: float | None = None
     stop_reason: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    refusal: bool | None = None
 
 
 class InferenceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, tag_field="schema",
@@ -83,6 +84,7 @@ class InferenceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     version: Name
     task: Task
     features: Annotated[dict[Name, float], msgspec.Meta(max_length=MAX_FEATURES)] = {}
+    categories: Annotated[dict[Name, ShortText], msgspec.Meta(max_length=MAX_FEATURES)] = {}
     embedding: Annotated[list[float], msgspec.Meta(max_length=MAX_EMBEDDING)] | None = None
     prediction: int | str | None = None
     probabilities: Annotated[list[float], msgspec.Meta(max_length=MAX_CLASSES)] | None = None
@@ -243,6 +245,9 @@ def _check_finite(event: Event) -> EventError | None:
         values = getattr(event, field)
         if values is not None and not all(map(math.isfinite, values)):
             return EventError("non_finite", f"{field} of {event.request_id!r} holds a non-finite value")
+    if event.generation is not None and event.generation.mean_logprob is not None \
+            and not math.isfinite(event.generation.mean_logprob):
+        return EventError("non_finite", f"mean_logprob of {event.request_id!r} is not finite")
     if event.latency is not None and not all(
         v is None or math.isfinite(v) for v in msgspec.structs.astuple(event.latency)
     ):

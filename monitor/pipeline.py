@@ -14,47 +14,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import msgspec
 
-from detectors import FeatureDriftResult, PredictionDriftResult, feature_drift, prediction_drift
 from monitor.alerts import Alert, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.errors import EventError
+from monitor.evaluation import WatchedModel, WindowResult
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
-from monitor.metrics import DaemonMetrics
+from monitor.feedback import FeedbackJoin
+from monitor.findings import findings
+from monitor.metrics import DaemonMetrics, export_result
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
 from monitor.windows import ClosedWindow, Resume, TopicPartition, Windows
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class WindowResult:
-    """Everything the detectors said about one window; published to the results topic as JSON."""
-
-    window_id: str
-    model: str
-    version: str
-    index: int
-    n_events: int
-    first_time: float
-    last_time: float
-    closed_by: str
-    features: FeatureDriftResult
-    prediction: PredictionDriftResult | None
-    training_run: str | None
-
-    @property
-    def prediction_drifted(self) -> bool:
-        return self.prediction is not None and self.prediction.drifted
-
-    @property
-    def drifted(self) -> bool:
-        return self.features.drifted or self.prediction_drifted
+__all__ = ["Pipeline", "RateLimitedLog", "WindowResult"]
 
 
 class RateLimitedLog:
@@ -78,23 +56,13 @@ class RateLimitedLog:
         self._logger.warning("%s%s", message, f" ({held} more like it suppressed)" if held else "")
 
 
-class _Model:
-    """A watched model version: its profile and the lookup from prediction labels to class indices."""
-
-    def __init__(self, profile: Profile, training_run: str | None) -> None:
-        self.profile = profile
-        self.training_run = training_run or profile.training_run
-        self.names = profile.feature_names
-        self.label_index = {label: i for i, label in enumerate(profile.reference.class_labels)}
-
-
 class Pipeline:
     def __init__(self, config: Config, profiles: Mapping[str, Profile], consumer: Consumer, producer: Producer,
                  metrics: DaemonMetrics, channels: Sequence[Channel] = (),
                  on_result: Callable[[WindowResult], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self._models = {m.key: _Model(profiles[m.key], m.training_run) for m in config.models}
+        self._models = {m.key: WatchedModel(profiles[m.key], config, m.training_run) for m in config.models}
         self._consumer = consumer
         self._producer = producer
         self._metrics = metrics
@@ -102,7 +70,11 @@ class Pipeline:
         self._on_result = on_result
         self._clock = clock
         self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples)
-        self._rules = AlertRules(config.alerts.consecutive, config.alerts.resolve_after)
+        self._rules = AlertRules(config.alerts.breaches, config.alerts.of, config.alerts.resolve_after)
+        quality = config.detect.quality
+        self._joins = FeedbackJoin(ttl_s=quality.ttl_s, max_pending=quality.max_pending)
+        self._join_stats = self._joins.stats
+        self._latest_time = 0.0
         self._consumed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, Resume] = {}
         self._resumed: set[TopicPartition] = set()
@@ -127,6 +99,8 @@ class Pipeline:
             self._evaluate(window)
             closed += 1
         self._metrics.window_events.set(self._windows.open_events)
+        self._joins.expire(self._latest_time)  # feedback TTL runs on event time
+        self._export_joins()
         if closed or self._clock() - self._last_commit >= 5.0:
             self.commit()
         return len(messages)
@@ -168,6 +142,7 @@ class Pipeline:
                                                  encode_event(event) if decoded.batch else None))
             elif isinstance(event, FeedbackEvent):
                 self._metrics.feedback_consumed.labels(model=event.model, version=event.version).inc()
+                self._feedback(message, model, event, decoded.batch)
             else:
                 closed += self._add(message, index, model, event, decoded.batch)
         return closed
@@ -186,21 +161,58 @@ class Pipeline:
                  tp[0], tp[1], offset, skip)
         return skip
 
-    def _add(self, message: Message, index: int, model: _Model, event: InferenceEvent, batch: bool) -> int:
-        checked = _check_against_profile(model, event)
-        if isinstance(checked, EventError):
-            checked.part = encode_event(event) if batch else None
-            self._reject(message, checked)
+    def _add(self, message: Message, index: int, model: WatchedModel, event: InferenceEvent, batch: bool) -> int:
+        values = model.values(event)
+        if isinstance(values, EventError):
+            values.part = encode_event(event) if batch else None
+            self._reject(message, values)
             return 0
-        row, prediction = checked
         self._metrics.events_consumed.labels(model=event.model, version=event.version).inc()
-        window = self._windows.add(event.key, len(model.names), row, prediction,
+        self._latest_time = max(self._latest_time, event.time)
+        prediction = values.get("prediction")
+        if isinstance(prediction, int):
+            joined = self._joins.add_inference(event.key, event.request_id, event.time, prediction)
+            if joined is not None:
+                self._joined(model, joined.prediction, joined.label, joined.accepted)
+        elif event.generation is not None:
+            joined = self._joins.add_inference(event.key, event.request_id, event.time, None)
+            if joined is not None:
+                self._joined(model, None, None, joined.accepted)
+        window = self._windows.add(event.key, model.layout, values,
                                    (message.topic, message.partition, message.offset, index), event.time,
                                    self._clock())
         if window is None:
             return 0
         self._evaluate(window)
         return 1
+
+    def _feedback(self, message: Message, model: WatchedModel, event: FeedbackEvent, batch: bool) -> None:
+        label = model.class_index(event.label) if event.label is not None else None
+        if isinstance(label, EventError):
+            label.part = encode_event(event) if batch else None
+            self._reject(message, label)
+            return
+        self._latest_time = max(self._latest_time, event.time)
+        joined = self._joins.add_feedback(event.key, event.request_id, event.time, label=label,
+                                          accepted=event.accepted, score=event.score)
+        if joined is not None:
+            self._joined(model, joined.prediction, joined.label, joined.accepted)
+
+    def _joined(self, model: WatchedModel, prediction: int | None, label: int | None, accepted: bool | None) -> None:
+        if label is not None and prediction is not None:
+            model.add_labels([label], [prediction])
+        if accepted is not None:
+            model.add_acceptances([accepted])
+
+    def _export_joins(self) -> None:
+        stats, before, m = self._joins.stats, self._join_stats, self._metrics
+        m.feedback_pending.labels(kind="inference").set(stats.pending_inferences)
+        m.feedback_pending.labels(kind="feedback").set(stats.pending_feedback)
+        m.feedback_joined.inc(stats.joined - before.joined)
+        m.feedback_expired.inc(stats.expired - before.expired)
+        m.feedback_evicted.labels(kind="inference").inc(stats.evicted_inferences - before.evicted_inferences)
+        m.feedback_evicted.labels(kind="feedback").inc(stats.evicted_feedback - before.evicted_feedback)
+        self._join_stats = stats
 
     def _reject(self, message: Message, error: EventError) -> None:
         self._metrics.events_rejected.labels(reason=error.reason).inc()
@@ -216,97 +228,28 @@ class Pipeline:
     # -- windows ---------------------------------------------------------------------------------------
     def _evaluate(self, window: ClosedWindow) -> None:
         model = self._models[window.key]
-        detect = self.config.detect
         started = time.perf_counter()
-        features = feature_drift(model.profile.reference, window.features, alpha=detect.alpha,
-                                 correction=detect.correction, min_effect=detect.min_effect,
-                                 min_samples=self.config.window.min_samples)
-        prediction = None
-        if model.profile.reference.class_priors is not None and window.predictions.size:
-            prediction = prediction_drift(model.profile.reference, window.predictions, alpha=detect.alpha,
-                                          min_effect=detect.min_effect, min_samples=self.config.window.min_samples)
+        result = model.evaluate(window)
         self._metrics.window_seconds.observe(time.perf_counter() - started)
-        name, version = window.key.rsplit("/", 1)
-        result = WindowResult(window_id=window.window_id, model=name, version=version, index=window.index,
-                              n_events=window.n, first_time=window.first_time, last_time=window.last_time,
-                              closed_by=window.reason, features=features, prediction=prediction,
-                              training_run=model.training_run)
-        self._export(result)
+        found = findings(result)
+        export_result(self._metrics, result, found)
+        log.info("window %s #%d: %d events; %s", result.window_id, result.index, result.n_events,
+                 "; ".join(f"{f.detector}: {f.summary}" for f in found if f.drifted) or "nothing found")
         self._producer.send(self.config.topics.results, msgspec.json.encode(result), window.key.encode(),
                             [("content-type", b"application/json")])
         if self._on_result is not None:
             self._on_result(result)
-        for alert in self._alerts(result):
+        observe = partial(Observation, model=result.model, version=result.version, window=result.index,
+                          window_id=result.window_id, window_start=result.first_time, window_end=result.last_time,
+                          training_run=result.training_run)
+        alerts: list[Alert] = []
+        for f in found:
+            alert = self._rules.observe(observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
+                                                features=f.features, summary=f.summary))
+            if alert is not None:
+                alerts.append(alert)
+                log.warning("alert %s: %s %s/%s window #%d: %s", alert.status.upper(), alert.detector, alert.model,
+                            alert.version, alert.window, alert.summary)
+        for alert in alerts:
             for channel in self._channels:
                 channel.send(alert)
-
-    def _export(self, r: WindowResult) -> None:
-        m, mv = self._metrics, {"model": r.model, "version": r.version}
-        m.windows_closed.labels(**mv, reason=r.closed_by).inc()
-        if not r.features.insufficient:
-            for f in r.features.features:
-                m.drift_ks.labels(**mv, feature=f.name).set(f.ks_statistic)
-                m.drift_p_value.labels(**mv, feature=f.name).set(f.p_adjusted)
-                m.drift_psi.labels(**mv, feature=f.name).set(f.psi)
-            m.drift_detected.labels(**mv, detector="feature_drift").set(int(r.features.drifted))
-        if r.prediction is not None and not r.prediction.insufficient:
-            m.prediction_chi2.labels(**mv).set(r.prediction.statistic)
-            m.prediction_p_value.labels(**mv).set(r.prediction.p_value)
-            m.drift_detected.labels(**mv, detector="prediction_drift").set(int(r.prediction.drifted))
-        log.info("window %s #%d: %d events, %s", r.window_id, r.index, r.n_events, _describe(r))
-
-    def _alerts(self, r: WindowResult) -> list[Alert]:
-        observe = partial(Observation, model=r.model, version=r.version, window=r.index, window_id=r.window_id,
-                          window_start=r.first_time, window_end=r.last_time, training_run=r.training_run)
-        observations = [observe(detector="feature_drift", drifted=r.features.drifted,
-                                insufficient=r.features.insufficient, features=r.features.drifted_features,
-                                summary=_describe_features(r.features))]
-        if r.prediction is not None:
-            observations.append(observe(
-                detector="prediction_drift", drifted=r.prediction.drifted, insufficient=r.prediction.insufficient,
-                summary=f"predicted-class mix chi2={r.prediction.statistic:.1f} p={r.prediction.p_value:.2g} "
-                        f"JS={r.prediction.js_distance:.3f}"))
-        alerts = [a for obs in observations if (a := self._rules.observe(obs)) is not None]
-        for a in alerts:
-            log.warning("alert %s: %s %s/%s window #%d: %s", a.status.upper(), a.detector, a.model, a.version,
-                        a.window, a.summary)
-        return alerts
-
-
-def _check_against_profile(model: _Model, event: InferenceEvent) -> tuple[list[float], int | None] | EventError:
-    """The event's feature row in profile order and its class index, or why the profile cannot take it."""
-    missing = [name for name in model.names if name not in event.features]
-    if missing:
-        return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} lacks feature(s) "
-                                              f"{missing[:5]} of the profile")
-    if len(event.features) != len(model.names):
-        extra = sorted(set(event.features) - set(model.names))[:5]
-        return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has feature(s) {extra} "
-                                              f"the profile does not know")
-    row = [event.features[name] for name in model.names]
-    p = event.prediction
-    if p is None or not model.label_index:
-        return row, None
-    index = model.label_index.get(p) if isinstance(p, str) else p if 0 <= p < len(model.label_index) else None
-    if index is None:
-        return EventError("invalid_value", f"{event.key} prediction {p!r} is not a class of the profile")
-    return row, index
-
-
-def _describe_features(f: FeatureDriftResult) -> str:
-    if f.insufficient:
-        return f"insufficient data ({f.n_current} usable rows)"
-    if not f.drifted:
-        worst = max(f.features, key=lambda x: x.ks_statistic, default=None)
-        return "no feature drifted" + (f" (largest KS {worst.ks_statistic:.3f} on {worst.name})" if worst else "")
-    parts = [f"{x.name} (KS={x.ks_statistic:.3f}, p={x.p_adjusted:.2g}, PSI={x.psi:.2f})"
-             for x in f.features if x.drifted]
-    return "drift in " + ", ".join(parts)
-
-
-def _describe(r: WindowResult) -> str:
-    text = _describe_features(r.features)
-    if r.prediction is not None and r.prediction.drifted:
-        text += f"; predicted-class mix shifted (p={r.prediction.p_value:.2g})"
-    return text
-

@@ -1,60 +1,106 @@
 """Reference profiles on disk: one versioned ``.npz`` file per model version.
 
-The arrays are those of :class:`detectors.ReferenceSample`; a JSON metadata entry records the format
-version, the model, and the training run that produced it, so every finding can link back to it.
-Files are read with ``allow_pickle=False``: a profile is data, never code.
+A profile holds what the detectors compare live windows with, built by ``inferwatch baseline`` from
+training or validation data and the model's outputs on it: the numeric reference sample (sorted, with
+quantile bins) and class priors, categorical level frequencies, the probability calibration map and the
+reference accuracy (for label-free performance estimation), a reference embedding sample and its kernel
+bandwidth, and reference LLM distributions. Every part except the metadata is optional.
+
+Arrays are stored under a prefix per part (``categorical.levels``, ``calibrator.temperature``, ...); a JSON
+``meta`` entry records the format version, the model, the training run, and scalars. Files are read with
+``allow_pickle=False``: a profile is data, never code.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detectors import ReferenceSample
+from detectors import Calibrator, CategoricalReference, LLMReference, ReferenceSample
 from monitor.errors import ProfileError
 
-FORMAT: str = "inferwatch.profile/v1"
+FORMAT: str = "inferwatch.profile/v2"
+_READABLE = ("inferwatch.profile/v1", FORMAT)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A reference sample plus what it describes."""
+    """What a model version's live traffic is compared with."""
 
-    reference: ReferenceSample
     model: str
     version: str
+    reference: ReferenceSample | None = None
+    categorical: CategoricalReference | None = None
+    calibrator: Calibrator | None = None
+    reference_accuracy: float | None = None
+    embeddings: np.ndarray | None = None  # (n, d) reference embedding sample
+    embedding_bandwidth: float | None = None
+    llm: LLMReference | None = None
     training_run: str | None = None
     created: float = 0.0
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self.reference.feature_names
+        return () if self.reference is None else self.reference.feature_names
+
+    @property
+    def categorical_names(self) -> tuple[str, ...]:
+        return () if self.categorical is None else tuple(self.categorical.feature_names)
+
+    @property
+    def class_labels(self) -> tuple[str, ...]:
+        return () if self.reference is None else self.reference.class_labels
+
+    def describe(self) -> str:
+        parts = [f"{len(self.feature_names)} numeric features"]
+        if self.categorical_names:
+            parts.append(f"{len(self.categorical_names)} categorical")
+        if self.class_labels:
+            parts.append(f"{len(self.class_labels)} classes")
+        if self.calibrator is not None:
+            parts.append(f"{self.calibrator.method} calibration")
+        if self.reference_accuracy is not None:
+            parts.append(f"reference accuracy {self.reference_accuracy:.3f}")
+        if self.embeddings is not None:
+            parts.append(f"{self.embeddings.shape[0]}x{self.embeddings.shape[1]} embeddings")
+        if self.llm is not None:
+            parts.append("LLM output distributions")
+        return ", ".join(parts)
 
 
 def save_profile(path: str | Path, profile: Profile) -> None:
-    ref = profile.reference
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "model": profile.model,
         "version": profile.version,
         "training_run": profile.training_run,
         "created": profile.created or time.time(),
-        "feature_names": list(ref.feature_names),
-        "class_labels": list(ref.class_labels),
+        "reference_accuracy": profile.reference_accuracy,
+        "embedding_bandwidth": profile.embedding_bandwidth,
     }
-    arrays: dict[str, Any] = {
-        "meta": np.array(json.dumps(meta)),
-        "sorted_values": ref.sorted_values,
-        "edges": ref.edges,
-        "proportions": ref.proportions,
-    }
-    if ref.class_priors is not None:
-        arrays["class_priors"] = ref.class_priors
+    arrays: dict[str, Any] = {}
+    ref = profile.reference
+    if ref is not None:
+        meta["feature_names"] = list(ref.feature_names)
+        meta["class_labels"] = list(ref.class_labels)
+        arrays.update({"sorted_values": ref.sorted_values, "edges": ref.edges, "proportions": ref.proportions})
+        if ref.class_priors is not None:
+            arrays["class_priors"] = ref.class_priors
+        if ref.class_counts is not None:
+            arrays["class_counts"] = ref.class_counts
+    for prefix, part in (("categorical", profile.categorical), ("calibrator", profile.calibrator),
+                         ("llm", profile.llm)):
+        if part is not None:
+            arrays.update({f"{prefix}.{k}": v for k, v in part.to_arrays().items()})
+    if profile.embeddings is not None:
+        arrays["embeddings"] = np.asarray(profile.embeddings, dtype=np.float32)
+    arrays["meta"] = np.array(json.dumps(meta))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
@@ -64,26 +110,36 @@ def load_profile(path: str | Path) -> Profile:
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta.get("format") != FORMAT:
-                raise ProfileError(f"{p}: profile format {meta.get('format')!r} is not {FORMAT!r}")
+            arrays = {name: data[name] for name in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format") not in _READABLE:
+            raise ProfileError(f"{p}: profile format {meta.get('format')!r} is not one of {', '.join(_READABLE)}")
+        reference = None
+        if "sorted_values" in arrays:
             reference = ReferenceSample(
-                feature_names=tuple(meta["feature_names"]),
-                sorted_values=data["sorted_values"],
-                edges=data["edges"],
-                proportions=data["proportions"],
-                class_labels=tuple(meta["class_labels"]),
-                class_priors=data["class_priors"] if "class_priors" in data.files else None,
-            )
+                feature_names=tuple(meta["feature_names"]), sorted_values=arrays["sorted_values"],
+                edges=arrays["edges"], proportions=arrays["proportions"],
+                class_labels=tuple(meta.get("class_labels", ())), class_priors=arrays.get("class_priors"),
+                class_counts=arrays.get("class_counts"))
+        categorical = _part(arrays, "categorical")
+        calibrator = _part(arrays, "calibrator")
+        llm = _part(arrays, "llm")
+        profile = Profile(
+            model=str(meta["model"]), version=str(meta["version"]), reference=reference,
+            categorical=CategoricalReference.from_arrays(categorical) if categorical else None,
+            calibrator=Calibrator.from_arrays(calibrator) if calibrator else None,
+            reference_accuracy=meta.get("reference_accuracy"),
+            embeddings=arrays.get("embeddings"), embedding_bandwidth=meta.get("embedding_bandwidth"),
+            llm=LLMReference.from_arrays(llm) if llm else None,
+            training_run=meta.get("training_run"), created=float(meta.get("created", 0.0)))
     except ProfileError:
         raise
     except FileNotFoundError as exc:
         raise ProfileError(f"profile {p} does not exist (build one with `inferwatch baseline`)") from exc
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"profile {p} is not a readable inferwatch profile: {exc}") from exc
-    n_features = len(reference.feature_names)
-    if reference.sorted_values.ndim != 2 or reference.sorted_values.shape[1] != n_features:
-        raise ProfileError(f"profile {p}: reference sample has shape {reference.sorted_values.shape} "
-                           f"but {n_features} feature names")
-    return Profile(reference=reference, model=str(meta["model"]), version=str(meta["version"]),
-                   training_run=meta.get("training_run"), created=float(meta.get("created", 0.0)))
+    return profile
+
+
+def _part(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {name.removeprefix(f"{prefix}."): v for name, v in arrays.items() if name.startswith(f"{prefix}.")}

@@ -6,15 +6,16 @@ offset, and the event's index inside a batch record when it is not the first —
 crash or rebalance gets the same id and a consumer of results can recognise it.
 
 >>> ws = Windows(size=2, max_seconds=60.0, min_samples=1)
->>> ws.add("m/1", n_features=1, row=[0.5], prediction=1, position=("t", 0, 7, 0), event_time=1.0, now=0.0)
->>> closed = ws.add("m/1", n_features=1, row=[0.7], prediction=0, position=("t", 0, 8, 0), event_time=2.0, now=0.0)
->>> closed.window_id, closed.n, closed.features.tolist()
-('m/1@t-0:7', 2, [[0.5], [0.7]])
+>>> layout = {"numeric": Column(1), "prediction": Column(0, np.int64, -1)}
+>>> ws.add("m/1", layout, {"numeric": [0.5], "prediction": 1}, ("t", 0, 7, 0), event_time=1.0, now=0.0)
+>>> closed = ws.add("m/1", layout, {"numeric": [0.7]}, ("t", 0, 8, 0), event_time=2.0, now=0.0)
+>>> closed.window_id, closed.n, closed.features.tolist(), closed.predictions.tolist()
+('m/1@t-0:7', 2, [[0.5], [0.7]], [1])
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,14 +27,29 @@ Resume = tuple[int, int]
 """(offset, events of that record to skip): where a restarted consumer must resume."""
 
 
+@dataclass(frozen=True)
+class Column:
+    """One per-event column of a window: ``width`` values per event (0 = a scalar), filled with ``fill``
+    where an event does not carry it."""
+
+    width: int
+    dtype: type = np.float64
+    fill: float = np.nan
+
+
+Layout = Mapping[str, Column]
+"""The columns a model's windows hold, e.g. ``{"numeric": Column(7), "prediction": Column(0, np.int64, -1)}``."""
+
+Values = Mapping[str, "Sequence[float] | float | None"]
+
+
 @dataclass
 class _Open:
     key: str
     index: int
     window_id: str
     opened_at: float
-    features: np.ndarray  # (size, F)
-    predictions: np.ndarray  # (size,) int64, -1 where the event had none
+    columns: dict[str, np.ndarray]  # name -> (size,) or (size, width)
     n: int = 0
     first_time: float = float("inf")
     last_time: float = float("-inf")
@@ -42,20 +58,35 @@ class _Open:
 
 @dataclass(frozen=True)
 class ClosedWindow:
-    """The rows of one closed window, ready for the detectors."""
+    """The rows of one closed window, ready for the detectors: one array per column of the layout."""
 
     key: str
     index: int
     window_id: str
-    features: np.ndarray  # (n, F)
-    predictions: np.ndarray  # (k,) class indices of the events that carried a prediction
+    n: int
+    columns: Mapping[str, np.ndarray]
     first_time: float
     last_time: float
     reason: str  # "full" or "timeout"
 
     @property
-    def n(self) -> int:
-        return int(self.features.shape[0])
+    def features(self) -> np.ndarray:
+        """(n, F) numeric input features."""
+        return self.columns["numeric"]
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """(k,) class indices of the events that carried a prediction."""
+        predictions = self.columns.get("prediction")
+        return np.empty(0, dtype=np.int64) if predictions is None else predictions[predictions >= 0]
+
+    def present(self, name: str) -> np.ndarray | None:
+        """Rows of a vector column for the events that carried it (no fill values), or None if absent."""
+        values = self.columns.get(name)
+        if values is None:
+            return None
+        rows = values[~np.isnan(values).all(axis=1)] if values.ndim == 2 else values[~np.isnan(values)]
+        return rows if len(rows) else None
 
 
 class Windows:
@@ -68,14 +99,15 @@ class Windows:
         self._open: dict[str, _Open] = {}
         self._next_index: dict[str, int] = {}
 
-    def add(self, key: str, n_features: int, row: Iterable[float], prediction: int | None,
-            position: Position, event_time: float, now: float) -> ClosedWindow | None:
-        """Append one event's row; return the window if this event filled it."""
+    def add(self, key: str, layout: Layout, values: Values, position: Position, event_time: float,
+            now: float) -> ClosedWindow | None:
+        """Append one event's values (missing names keep the column's fill); return the window if it is full."""
         w = self._open.get(key)
         if w is None:
-            w = self._start(key, n_features, position, now)
-        w.features[w.n] = np.fromiter(row, dtype=np.float64, count=n_features)
-        w.predictions[w.n] = -1 if prediction is None else prediction
+            w = self._start(key, layout, position, now)
+        for name, value in values.items():
+            if value is not None:
+                w.columns[name][w.n] = value
         w.n += 1
         w.first_time = min(w.first_time, event_time)
         w.last_time = max(w.last_time, event_time)
@@ -102,19 +134,21 @@ class Windows:
     def open_events(self) -> int:
         return sum(w.n for w in self._open.values())
 
-    def _start(self, key: str, n_features: int, position: Position, now: float) -> _Open:
+    def _start(self, key: str, layout: Layout, position: Position, now: float) -> _Open:
         index = self._next_index.get(key, 0)
         self._next_index[key] = index + 1
         topic, partition, offset, event = position
         window_id = f"{key}@{topic}-{partition}:{offset}" + (f"+{event}" if event else "")
-        w = _Open(key=key, index=index, window_id=window_id, opened_at=now,
-                  features=np.empty((self.size, n_features)), predictions=np.empty(self.size, dtype=np.int64))
+        columns: dict[str, np.ndarray] = {
+            name: np.full((self.size, c.width) if c.width else self.size, c.fill, dtype=c.dtype)
+            for name, c in layout.items()}
+        w = _Open(key=key, index=index, window_id=window_id, opened_at=now, columns=columns)
         self._open[key] = w
         return w
 
     def _close(self, key: str, reason: str) -> ClosedWindow:
         w = self._open.pop(key)
-        predictions = w.predictions[: w.n]
-        return ClosedWindow(key=w.key, index=w.index, window_id=w.window_id, features=w.features[: w.n].copy(),
-                            predictions=predictions[predictions >= 0], first_time=w.first_time,
-                            last_time=w.last_time, reason=reason)
+        # The buffers belong to this window alone (a new window allocates its own): slices, no copies.
+        return ClosedWindow(key=w.key, index=w.index, window_id=w.window_id, n=w.n,
+                            columns={name: values[: w.n] for name, values in w.columns.items()},
+                            first_time=w.first_time, last_time=w.last_time, reason=reason)

@@ -42,7 +42,7 @@ def test_same_distribution_reports_no_drifted_feature(tmp_path: Path, capsys: py
     ref, cur = write_npz(tmp_path / "ref.npz", {}, 1), write_npz(tmp_path / "cur.npz", {}, 2)
     code, out = run_json(capsys, "drift", "--reference", str(ref), "--current", str(cur), "--json")
     assert code == 0 and out["drifted"] is False and out["drifted_features"] == []
-    assert len(out["features"]) == 8  # type: ignore[arg-type]
+    assert len(out["drift"]["numeric"]["features"]) == 8  # type: ignore[index]
 
 
 def test_shifted_samples_name_the_shifted_features(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,8 +64,11 @@ def test_csv_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (lambda d: (d / "missing.npz"), "no such file"),
     (lambda d: (d / "x.parquet").write_text("x") and d / "x.parquet", "unsupported file type"),
     (lambda d: (d / "bad.csv").write_text("a,b\n1,2\n3\n") and d / "bad.csv", "line 3 has 1 fields"),
-    (lambda d: (d / "words.csv").write_text("a,b\n1,zebra\n") and d / "words.csv", "non-numeric"),
-    (lambda d: np.savez(d / "noX.npz", Y=np.zeros(3)) or d / "noX.npz", "no array named 'X'"),
+    (lambda d: (d / "words.csv").write_text("a,prediction\n1,zebra\n") and d / "words.csv",
+     "column 'prediction' must be numeric"),
+    (lambda d: np.savez(d / "rows.npz", X=np.zeros((3, 8)), predictions=np.zeros(4)) or d / "rows.npz",
+     "disagree on the number of rows"),
+    (lambda d: np.savez(d / "noX.npz", Y=np.zeros(3)) or d / "noX.npz", "no array named 'X' or any other"),
     (lambda d: np.savez(d / "flat.npz", X=np.zeros(3)) or d / "flat.npz", "must be 2-D"),
 ])
 def test_bad_data_files_fail_with_a_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object,
@@ -92,7 +95,7 @@ def test_baseline_writes_a_loadable_profile(tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "m.profile.npz"
     assert main(["baseline", "--data", str(tmp_path / "train.npz"), "--out", str(out), "--model", "m",
                  "--version", "3", "--training-run", "runs/9"]) == 0
-    assert "1 non-finite rows skipped" in capsys.readouterr().out
+    assert "(1 non-finite rows skipped)" in capsys.readouterr().out
     profile = load_profile(out)
     assert (profile.model, profile.version, profile.training_run) == ("m", "3", "runs/9")
     assert profile.feature_names == ("a", "b", "c") and profile.reference.sorted_values.shape == (499, 3)
@@ -120,3 +123,31 @@ def test_help_lists_the_commands() -> None:
     assert done.returncode == 0
     for command in ("run", "drift", "baseline", "demo", "schema"):
         assert command in done.stdout
+
+
+def test_every_detector_the_files_have_data_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(3)
+
+    def sample(n: int, shift: float, mix: tuple[float, ...], emb_shift: float) -> dict[str, np.ndarray]:
+        probs = rng.dirichlet(np.ones(3) * 0.3, size=n)
+        predictions = probs.argmax(1)
+        labels = np.array([rng.choice(3, p=p) for p in probs])
+        return {"X": rng.normal(shift, 1, size=(n, 2)), "feature_names": np.array(["a", "b"]),
+                "categorical": rng.choice(["red", "green", "blue"], p=mix, size=(n, 1)),
+                "categorical_names": np.array(["colour"]), "predictions": predictions, "probabilities": probs,
+                "labels": labels, "embeddings": rng.normal(size=(n, 16)) + emb_shift}
+
+    np.savez(tmp_path / "ref.npz", **sample(3000, 0.0, (0.5, 0.3, 0.2), 0.0))
+    np.savez(tmp_path / "same.npz", **sample(600, 0.0, (0.5, 0.3, 0.2), 0.0))
+    np.savez(tmp_path / "moved.npz", **sample(600, 0.4, (0.2, 0.3, 0.5), 0.5))
+    code, out = run_json(capsys, "drift", "--reference", str(tmp_path / "ref.npz"), "--current",
+                         str(tmp_path / "same.npz"), "--json")
+    ran = {f["detector"]: f["drifted"] for f in out["findings"]}  # type: ignore[union-attr]
+    assert ran == {"feature_drift": False, "prediction_drift": False, "embedding_drift": False,
+                   "estimated_quality": False, "labelled_quality": False}
+    assert code == 0
+    code, out = run_json(capsys, "drift", "--reference", str(tmp_path / "ref.npz"), "--current",
+                         str(tmp_path / "moved.npz"), "--json")
+    ran = {f["detector"]: f["drifted"] for f in out["findings"]}  # type: ignore[union-attr]
+    assert code == 1 and ran["feature_drift"] and ran["embedding_drift"]
+    assert out["drifted_features"] == ["a", "b", "colour"]

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
+from scipy.spatial import distance
 
 from detectors import (
+    PROB_FLOOR,
+    CategoricalReference,
     Correction,
     ReferenceSample,
     StatisticsError,
+    build_categorical_reference,
     build_reference,
+    categorical_drift,
+    encode_categories,
     feature_drift,
     prediction_drift,
+    window_drift,
 )
 
 NAMES = [f"f{i}" for i in range(8)]
@@ -44,9 +53,26 @@ def test_build_reference(reference: ReferenceSample) -> None:
     assert reference.edges.shape == (8, 9) and reference.proportions.shape == (8, 10)
     np.testing.assert_allclose(reference.proportions, 0.1, atol=1e-3)
     assert reference.class_labels == ("cat", "dog", "bird")
-    assert reference.class_priors is not None
+    assert reference.class_priors is not None and reference.class_counts is not None
     np.testing.assert_allclose(reference.class_priors, PRIORS, atol=0.02)
-    assert not reference.sorted_values.flags.writeable
+    assert reference.class_counts.dtype == np.int64 and reference.class_counts.sum() == 6000  # all predictions
+    np.testing.assert_array_equal(reference.class_priors, reference.class_counts / 6000)
+    assert not reference.sorted_values.flags.writeable and not reference.class_counts.flags.writeable
+
+
+def test_reference_class_counts_and_priors_must_agree(reference: ReferenceSample) -> None:
+    parts = (reference.feature_names, reference.sorted_values, reference.edges, reference.proportions,
+             reference.class_labels)
+    counts = np.array([50, 30, 20])
+    derived = ReferenceSample(*parts, class_counts=counts)
+    np.testing.assert_array_equal(derived.class_priors, [0.5, 0.3, 0.2])  # priors derived from counts
+    ReferenceSample(*parts, class_priors=np.array([0.5, 0.3, 0.2]), class_counts=counts)  # a saved profile
+    with pytest.raises(StatisticsError, match="disagree"):
+        ReferenceSample(*parts, class_priors=np.array([0.4, 0.4, 0.2]), class_counts=counts)
+    with pytest.raises(StatisticsError, match="class_counts has shape"):
+        ReferenceSample(*parts, class_counts=np.array([5, 5]))
+    with pytest.raises(StatisticsError, match="non-negative integers"):
+        ReferenceSample(*parts, class_counts=np.array([5.5, 5.0, 1.0]))
 
 
 def test_build_reference_subsample_is_seeded() -> None:
@@ -138,13 +164,31 @@ def test_feature_count_mismatch_names_both_counts(reference: ReferenceSample) ->
 def test_prediction_drift_detects_class_mix_shift(reference: ReferenceSample) -> None:
     rng = np.random.default_rng(77)
     shifted = prediction_drift(reference, rng.choice(3, size=2000, p=[0.3, 0.3, 0.4]))
-    assert shifted.drifted and not shifted.insufficient
+    assert shifted.drifted and not shifted.insufficient and shifted.test == "homogeneity"
+    table = stats.chi2_contingency([reference.class_counts, shifted.observed], correction=False)
+    assert shifted.statistic == pytest.approx(table.statistic, rel=1e-12)
+    assert shifted.p_value == pytest.approx(table.pvalue, rel=1e-9, abs=1e-300)
     assert shifted.p_value < 1e-10 and shifted.js_distance >= 0.1 and shifted.dof == 2
     assert sum(shifted.observed) == shifted.n_current == 2000
     assert reference.class_priors is not None
     assert shifted.expected_probs == tuple(reference.class_priors.tolist())
     same = prediction_drift(reference, rng.choice(3, size=2000, p=PRIORS))
     assert not same.drifted and same.p_value > 0.01 and same.js_distance < 0.05
+
+
+def test_prediction_drift_of_an_old_profile_falls_back_to_goodness_of_fit(reference: ReferenceSample) -> None:
+    # a profile written before class counts were stored has priors only
+    old = ReferenceSample(reference.feature_names, reference.sorted_values, reference.edges, reference.proportions,
+                          reference.class_labels, class_priors=reference.class_priors)
+    assert old.class_counts is None
+    predictions = np.random.default_rng(78).choice(3, size=2000, p=[0.45, 0.3, 0.25])
+    result = prediction_drift(old, predictions)
+    assert result.test == "goodness_of_fit"
+    assert old.class_priors is not None
+    expected = stats.chisquare(np.bincount(predictions, minlength=3), 2000 * old.class_priors)
+    assert result.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    # the same window against the counts: the reference's own noise is accounted for, a smaller statistic
+    assert prediction_drift(reference, predictions).statistic < result.statistic
 
 
 def test_prediction_drift_validation(reference: ReferenceSample) -> None:
@@ -155,3 +199,149 @@ def test_prediction_drift_validation(reference: ReferenceSample) -> None:
         prediction_drift(no_priors, np.zeros(50, dtype=int))
     few = prediction_drift(reference, np.full(10, 2))
     assert few.insufficient and not few.drifted and few.observed == (0, 0, 10)
+
+
+def test_feature_wasserstein_is_scipy_w1_over_reference_sd(reference: ReferenceSample) -> None:
+    window = _window(700, 13, shift_sd={1: 0.3})
+    result = feature_drift(reference, window)
+    ref = reference.sorted_values
+    expected = [stats.wasserstein_distance(ref[:, j], window[:, j]) / ref[:, j].std() for j in range(8)]
+    np.testing.assert_allclose([f.wasserstein for f in result.features], expected, rtol=1e-9)
+    assert result.features[1].wasserstein == pytest.approx(0.3, abs=0.08)
+
+
+def test_reference_rejects_unsorted_values() -> None:
+    unsorted = np.array([[0.0, 2.0], [1.0, 1.0]])
+    with pytest.raises(StatisticsError, match=r"not sorted in feature.*'b'"):
+        ReferenceSample(("a", "b"), unsorted, np.zeros((2, 1)), np.full((2, 2), 0.5), (), None)
+
+
+LEVELS = [f"l{i}" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def categorical() -> CategoricalReference:
+    rng = np.random.default_rng(5)
+    values = np.column_stack([rng.choice(LEVELS, size=4000, p=[0.3, 0.2, 0.2, 0.1, 0.1, 0.1]),
+                              rng.choice(LEVELS[:3], size=4000)])
+    return build_categorical_reference(values, ["colour", "shape"])
+
+
+def test_categorical_reference_round_trips_through_npz(categorical: CategoricalReference, tmp_path: Path) -> None:
+    assert categorical.levels == (tuple(LEVELS), tuple(LEVELS[:3]))
+    assert categorical.proportions.shape == (2, 6) and categorical.proportions[1, 3:].sum() == 0
+    assert categorical.counts is not None and categorical.counts.dtype == np.int64
+    np.testing.assert_array_equal(categorical.counts.sum(axis=1), [4000, 4000])
+    np.savez(tmp_path / "cat.npz", **categorical.to_arrays())
+    with np.load(tmp_path / "cat.npz", allow_pickle=False) as data:
+        loaded = CategoricalReference.from_arrays(data)
+    assert loaded.feature_names == categorical.feature_names and loaded.levels == categorical.levels
+    np.testing.assert_array_equal(loaded.proportions, categorical.proportions)
+    np.testing.assert_array_equal(loaded.counts, categorical.counts)
+    # arrays written before counts were stored still load, without counts
+    old = {k: v for k, v in categorical.to_arrays().items() if k != "counts"}
+    loaded_old = CategoricalReference.from_arrays(old)
+    assert loaded_old.counts is None
+    np.testing.assert_array_equal(loaded_old.proportions, categorical.proportions)
+    with pytest.raises(StatisticsError, match="disagree"):
+        CategoricalReference.from_arrays({**categorical.to_arrays(),
+                                          "proportions": np.vstack([np.full(6, 1 / 6), categorical.proportions[1]])})
+
+
+def test_encode_categories_maps_unseen_values_to_minus_one(categorical: CategoricalReference) -> None:
+    codes = encode_categories(categorical, [["l3", "l2"], ["l5", "l5"], ["new", "l0"]])
+    np.testing.assert_array_equal(codes, [[3, 2], [5, -1], [-1, 0]])  # l5 is not a level of "shape"
+
+
+def test_categorical_drift_matches_scipy_chi2_contingency(categorical: CategoricalReference) -> None:
+    assert categorical.counts is not None
+    rng = np.random.default_rng(6)
+    colour = rng.choice(6, size=3000, p=[0.25, 0.25, 0.2, 0.1, 0.1, 0.1])
+    shape = rng.choice(3, size=3000)
+    shape[:30] = -1  # 1% unseen values land in "other" (reference count 0)
+    result = categorical_drift(categorical, np.column_stack([colour, shape]))
+    assert result.test == "homogeneity"
+    # colour: no value unseen, so "other" is empty in both rows and takes no part; nothing is small
+    table = stats.chi2_contingency([categorical.counts[0], np.bincount(colour, minlength=6)], correction=False)
+    first = result.features[0]
+    assert first.dof == table.dof == 5 and first.chi2 == pytest.approx(table.statistic, rel=1e-12)
+    assert first.p_value == pytest.approx(table.pvalue, rel=1e-9)
+    assert first.p_adjusted == pytest.approx(min(1.0, 2 * table.pvalue), rel=1e-9)
+    assert first.js_distance == pytest.approx(
+        distance.jensenshannon(np.bincount(colour, minlength=6), categorical.proportions[0], base=2), rel=1e-9)
+    # shape: 3 levels + "other" (30 unseen values, expected 12.9 in the window row), nothing pooled
+    shape_counts = np.append(np.bincount(shape[shape >= 0], minlength=3), 30)
+    table = stats.chi2_contingency([np.append(categorical.counts[1, :3], 0), shape_counts], correction=False)
+    assert result.features[1].dof == table.dof == 3
+    assert result.features[1].chi2 == pytest.approx(table.statistic, rel=1e-12)
+    assert result.drifted_features == ("colour", "shape")  # the unseen values alone are a clear change
+    props = categorical.proportions[0]
+    same = categorical_drift(categorical, np.column_stack([rng.choice(6, size=3000, p=props),
+                                                           rng.choice(3, size=3000)]))
+    assert not same.drifted and not same.insufficient
+    with pytest.raises(StatisticsError, match=r"'shape'.*\[-1, 3\).*\[4\]"):
+        categorical_drift(categorical, np.array([[0, 4]] * 40))
+    assert categorical_drift(categorical, np.zeros((10, 2), dtype=int)).insufficient
+
+
+def test_categorical_drift_pools_a_few_unseen_values(categorical: CategoricalReference) -> None:
+    assert categorical.counts is not None
+    rng = np.random.default_rng(16)
+    shape = rng.choice(3, size=300)
+    shape[:3] = -1  # 3 unseen values: expected 0.2 in the window row, pooled with the smallest level
+    result = categorical_drift(categorical, np.column_stack([rng.choice(6, size=300), shape]))
+    observed = np.bincount(shape[shape >= 0], minlength=3)
+    reference = categorical.counts[1, :3]
+    small = int(np.argmin(reference + observed))
+    keep = [k for k in range(3) if k != small]
+    pooled = [np.append(reference[keep], reference[small]), np.append(observed[keep], observed[small] + 3)]
+    table = stats.chi2_contingency(pooled, correction=False)
+    second = result.features[1]
+    assert second.dof == table.dof == 2 and second.chi2 == pytest.approx(table.statistic, rel=1e-12)
+    assert second.p_value == pytest.approx(table.pvalue, rel=1e-9)
+    assert "shape" not in result.drifted_features
+
+
+def test_categorical_drift_of_old_arrays_falls_back_to_goodness_of_fit(categorical: CategoricalReference) -> None:
+    old = CategoricalReference.from_arrays({k: v for k, v in categorical.to_arrays().items() if k != "counts"})
+    rng = np.random.default_rng(6)
+    colour = rng.choice(6, size=3000, p=[0.25, 0.25, 0.2, 0.1, 0.1, 0.1])
+    result = categorical_drift(old, np.column_stack([colour, rng.choice(3, size=3000)]))
+    assert result.test == "goodness_of_fit"
+    props = old.proportions[0]
+    # chi2 rules by hand: "other" (reference share 0) is floored to PROB_FLOOR, its tiny expected count
+    # pooled with the smallest real category; nothing else is small.
+    probs = np.maximum(np.append(props, 0.0), PROB_FLOOR)
+    probs /= probs.sum()
+    small = int(np.argmin(props))
+    observed, expect = np.bincount(colour, minlength=7), 3000 * probs
+    keep = [k for k in range(6) if k != small]
+    expected = stats.chisquare(np.append(observed[keep], observed[small] + observed[6]),
+                               np.append(expect[keep], expect[small] + expect[6]))
+    first = result.features[0]
+    assert first.dof == 5 and first.chi2 == pytest.approx(expected.statistic, rel=1e-9)
+    assert first.p_value == pytest.approx(expected.pvalue, rel=1e-6)
+    # the homogeneity test on the same window: smaller by about 1 + m/n = 1 + 3000/4000
+    homogeneous = categorical_drift(categorical, np.column_stack([colour, rng.choice(3, size=3000)]))
+    assert first.chi2 / homogeneous.features[0].chi2 == pytest.approx(1.75, rel=0.1)
+
+
+def test_window_drift_corrects_across_numeric_and_categorical(
+    reference: ReferenceSample, categorical: CategoricalReference
+) -> None:
+    rng = np.random.default_rng(12)
+    window = _window(1000, 14, shift_sd={2: 0.5})
+    codes = np.column_stack([rng.choice(6, size=1000, p=[0.45, 0.15, 0.1, 0.1, 0.1, 0.1]), rng.choice(3, size=1000)])
+    joint = window_drift(reference, window, categorical, codes)
+    assert joint.drifted and joint.drifted_features == ("f2", "colour")
+    alone = feature_drift(reference, window)
+    raw = np.array([f.p_value for f in alone.features])
+    np.testing.assert_allclose([f.p_adjusted for f in joint.numeric.features], np.minimum(1.0, 10 * raw))
+    assert joint.categorical is not None
+    cat_alone = categorical_drift(categorical, codes)
+    assert joint.categorical.features[0].p_adjusted == pytest.approx(
+        min(1.0, 5 * cat_alone.features[0].p_adjusted), rel=1e-12)
+    numeric_only = window_drift(reference, window)
+    assert numeric_only.categorical is None and numeric_only.drifted_features == ("f2",)
+    with pytest.raises(StatisticsError, match="together"):
+        window_drift(reference, window, categorical, None)

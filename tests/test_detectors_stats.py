@@ -5,23 +5,32 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy import stats
 from scipy.spatial import distance
 
+import detectors
+import detectors.kolmogorov
 import detectors.ks as ks_module
 from detectors import (
+    KSIndex,
     StatisticsError,
     adjust_p_values,
     bin_proportions,
     chi2_goodness_of_fit,
+    chi2_goodness_of_fit_rows,
     jensen_shannon,
     ks_2samp_columns,
+    kstwo_sf,
     psi,
     quantile_edges,
     smirnov_sf_exact,
     sort_reference,
+    wasserstein_columns,
 )
+from detectors.chi2 import chi2_homogeneity, chi2_homogeneity_rows
+from detectors.ks import ks_2samp_index, locate
 
 
 def _samples(n: int, m: int, discrete: bool, seed: int, n_features: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -200,3 +209,127 @@ def test_p_value_corrections_match_scipy() -> None:
     np.testing.assert_allclose(adjust_p_values(p, "bonferroni"), np.minimum(p * p.size, 1.0))
     with pytest.raises(StatisticsError):
         adjust_p_values([0.5, 1.5], "bh")
+
+
+@pytest.mark.parametrize("n", [141, 500, 9091, 60000, 150000])
+def test_kstwo_sf_matches_scipy_in_every_branch(n: int) -> None:
+    # spans Durbin (delegated), Pelz-Good, 2*smirnov and the zero tail
+    d = np.concatenate([np.geomspace(0.5 / n, 0.49, 40), [0.0, 0.6, 1.0]])
+    np.testing.assert_allclose(kstwo_sf(d, n), stats.kstwo.sf(d, n), rtol=0, atol=1e-12)
+    assert detectors.kstwo_sf is detectors.kolmogorov.kstwo_sf
+
+
+@pytest.mark.parametrize("stride", [1, 3, 7, None])
+def test_ks_index_brackets_are_exact_with_ties(stride: int | None) -> None:
+    ref, cur = _samples(3000, 800, True, seed=21)
+    index = KSIndex.from_sorted(sort_reference(ref), stride=stride)
+    res = ks_2samp_index(index, locate(index, np.sort(cur.T, axis=1)))
+    expected = [stats.ks_2samp(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
+    np.testing.assert_array_equal(res.statistic, [e.statistic for e in expected])
+    np.testing.assert_allclose(res.p_value, [e.pvalue for e in expected], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("n", "m", "discrete"), [(1, 1, False), (7, 300, True), (137, 59, False),
+                                                  (3000, 3000, True), (20000, 1000, False)])
+def test_wasserstein_matches_scipy(n: int, m: int, discrete: bool) -> None:
+    ref, cur = _samples(n, m, discrete, seed=n + m)
+    expected = [stats.wasserstein_distance(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
+    np.testing.assert_allclose(wasserstein_columns(ref, cur), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_wasserstein_large_offset_and_identical_samples() -> None:
+    x = 1e6 + np.random.default_rng(3).normal(size=(500, 2))
+    np.testing.assert_allclose(wasserstein_columns(x, x[::-1]), 0.0, atol=1e-9)
+    np.testing.assert_allclose(wasserstein_columns(x, x + 0.25), 0.25, rtol=1e-6)
+
+
+def test_chi2_rows_agree_with_single_test_and_scipy() -> None:
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(6), size=5)  # (5, 6)
+    valid = np.arange(6) < np.array([6, 5, 4, 3, 2])[:, None]
+    probs = np.where(valid, probs, 0.0)
+    observed = np.where(valid, rng.integers(0, 40, size=(5, 6)), 0)
+    observed[0] = [200, 150, 120, 90, 60, 30]  # no pooling in row 0
+    rows = chi2_goodness_of_fit_rows(observed, probs, valid)
+    for r in range(5):
+        single = chi2_goodness_of_fit(observed[r, valid[r]], probs[r, valid[r]])
+        assert (rows.dof[r], rows.merged_bins[r]) == (single.dof, single.merged_bins)
+        assert rows.statistic[r] == pytest.approx(single.statistic, rel=1e-12, abs=1e-12)
+        assert rows.p_value[r] == pytest.approx(single.p_value, rel=1e-12, abs=1e-15)
+    p0 = probs[0] / probs[0].sum()
+    ref = stats.chisquare(observed[0], observed[0].sum() * p0)
+    assert rows.statistic[0] == pytest.approx(ref.statistic, rel=1e-12)
+    assert rows.p_value[0] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def _contingency(table: npt.ArrayLike) -> tuple[float, float, int]:
+    res = stats.chi2_contingency(np.asarray(table, dtype=float), correction=False)
+    return float(res.statistic), float(res.pvalue), int(res.dof)
+
+
+@pytest.mark.parametrize(("reference", "current"), [
+    ([300, 200, 500], [40, 20, 40]),
+    ([5000, 3000, 1500, 500], [900, 700, 250, 150]),  # drifted
+    ([120, 80], [60, 40]),  # identical mixes
+])
+def test_chi2_homogeneity_matches_chi2_contingency_without_pooling(reference: list[int], current: list[int]) -> None:
+    res = chi2_homogeneity(reference, current)
+    statistic, p_value, dof = _contingency([reference, current])
+    assert (res.dof, res.merged_bins) == (dof, 0)
+    assert res.statistic == pytest.approx(statistic, rel=1e-12, abs=1e-12)
+    assert res.p_value == pytest.approx(p_value, rel=1e-9)
+
+
+def test_chi2_homogeneity_pools_small_expected_counts_like_chi2_contingency_of_the_pooled_table() -> None:
+    # expected counts in the current row (m=120, N=1120): 53.6, 42.9, 10.7, 5.4, 4.6, 2.9 -> the last two
+    # pool into one bin of expected 7.5 (>= 5 in both rows), which stays on its own
+    res = chi2_homogeneity([450, 350, 90, 45, 40, 25], [50, 50, 10, 5, 3, 2])
+    statistic, p_value, dof = _contingency([[450, 350, 90, 45, 65], [50, 50, 10, 5, 5]])
+    assert (res.dof, res.merged_bins) == (dof, 2) == (4, 2)
+    assert res.statistic == pytest.approx(statistic, rel=1e-12)
+    assert res.p_value == pytest.approx(p_value, rel=1e-9)
+    # one small category (expected 4.2 in the current row): the pooled bin is still < 5, so it absorbs
+    # the remaining category of smallest expected count (the 90/10 one)
+    res = chi2_homogeneity([450, 350, 90, 40], [50, 50, 10, 0])
+    statistic, p_value, dof = _contingency([[450, 350, 130], [50, 50, 10]])
+    assert (res.dof, res.merged_bins) == (dof, 2) == (2, 2)
+    assert res.statistic == pytest.approx(statistic, rel=1e-12)
+    assert res.p_value == pytest.approx(p_value, rel=1e-9)
+    # a category absent from both samples takes no part (chi2_contingency rejects a zero column)
+    assert chi2_homogeneity([300, 0, 200, 500], [40, 0, 20, 40]) == chi2_homogeneity([300, 200, 500], [40, 20, 40])
+
+
+def test_chi2_homogeneity_edge_cases() -> None:
+    # a category new in the window (reference count 0) is a plain column of the table, no floor needed
+    res = chi2_homogeneity([500, 500, 0], [400, 400, 200])
+    assert (res.statistic, res.p_value, res.dof) == pytest.approx(_contingency([[500, 500, 0], [400, 400, 200]]))
+    empty = chi2_homogeneity([500, 500], [0, 0])  # no window counts: nothing to test
+    assert (empty.statistic, empty.p_value, empty.dof) == (0.0, 1.0, 0)
+    with pytest.raises(StatisticsError, match="positive total"):
+        chi2_homogeneity([0, 0], [5, 5])
+    with pytest.raises(StatisticsError, match="3 categories"):
+        chi2_homogeneity([1, 2, 3], [5, 5])
+    with pytest.raises(StatisticsError, match="non-negative"):
+        chi2_homogeneity([1, 2], [5, -5])
+
+
+def test_chi2_homogeneity_rows_agree_with_single_test() -> None:
+    rng = np.random.default_rng(9)
+    valid = np.arange(7) < np.array([7, 6, 5, 3, 2, 4])[:, None]  # (6, 7)
+    probs = np.where(valid, rng.dirichlet(np.full(7, 0.7), size=6), 0.0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    reference = np.array([rng.multinomial(n, p) for n, p in zip([5000, 800, 300, 60, 2000, 40], probs, strict=True)])
+    current = np.array([rng.multinomial(m, p) for m, p in zip([600, 800, 40, 100, 30, 0], probs, strict=True)])
+    reference[0], current[0] = [900, 700, 500, 400, 300, 200, 0], [150, 90, 60, 50, 40, 30, 60]  # no pooling
+    rows = chi2_homogeneity_rows(reference, current, valid)
+    assert rows.merged_bins[1:].any()  # some rows need pooling
+    for r in range(6):
+        single = chi2_homogeneity(reference[r, valid[r]], current[r, valid[r]])
+        assert (rows.dof[r], rows.merged_bins[r]) == (single.dof, single.merged_bins)
+        assert rows.statistic[r] == pytest.approx(single.statistic, rel=1e-12, abs=1e-12)
+        assert rows.p_value[r] == pytest.approx(single.p_value, rel=1e-12, abs=1e-15)
+    present = valid[0] & (reference[0] + current[0] > 0)
+    assert rows.merged_bins[0] == 0
+    statistic, p_value, _ = _contingency([reference[0, present], current[0, present]])
+    assert rows.statistic[0] == pytest.approx(statistic, rel=1e-12)
+    assert rows.p_value[0] == pytest.approx(p_value, rel=1e-9)

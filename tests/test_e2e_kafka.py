@@ -93,7 +93,8 @@ def test_alert_after_injected_drift_and_none_before(tmp_path: Path, kafka_bootst
         predictions = model(torch.from_numpy(x_train)).argmax(1).numpy()
         features = image_summary(torch.from_numpy(x_train)).numpy().astype(np.float64)
     save_profile(tmp_path / "cnn.profile.npz", Profile(
-        build_reference(features, IMAGE_FEATURES, predictions=predictions, class_labels=[str(i) for i in range(10)]),
+        reference=build_reference(features, IMAGE_FEATURES, predictions=predictions,
+                                  class_labels=[str(i) for i in range(10)]),
         model="cnn", version="2", training_run="runs/e2e"))
     suffix = uuid.uuid4().hex[:8]
     port = free_port()
@@ -104,7 +105,7 @@ kafka: {{bootstrap: "{kafka_bootstrap}", group: "detect-{suffix}"}}
 topics: {{events: "events-{suffix}", feedback: "feedback-{suffix}", results: "results-{suffix}",
           deadletter: "deadletter-{suffix}"}}
 window: {{size: {WINDOW}, max_seconds: 600}}
-alerts: {{consecutive: 1, webhook: {{url: "{webhook.url}", backoff_s: 0.1}}}}
+alerts: {{breaches: 1, of: 1, webhook: {{url: "{webhook.url}", backoff_s: 0.1}}}}
 server: {{port: {port}}}
 """)
     log_path = tmp_path / "daemon.log"

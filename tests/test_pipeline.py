@@ -94,12 +94,13 @@ def test_drift_is_found_after_the_change_and_not_before(setup: Setup) -> None:
     pipeline.commit()
 
     assert [r.index for r in results] == list(range(8))
-    assert [r.features.drifted for r in results] == [False] * 5 + [True] * 3
-    assert all(r.features.drifted_features == ("f1", "f3") for r in results[5:])
+    assert [r.drift.drifted for r in results] == [False] * 5 + [True] * 3
+    assert all(r.drifted_features == ("f1", "f3") for r in results[5:])
     assert not any(r.prediction and r.prediction.drifted for r in results)
     firing = [a for a in channel.alerts if a.status == "firing"]
+    # default persistence: 2 of the last 3 windows, so the alert fires on the second drifted window
     assert [(a.detector, a.window, a.features, a.training_run) for a in firing] == [
-        ("feature_drift", 5, ("f1", "f3"), "runs/42")]
+        ("feature_drift", 6, ("f1", "f3"), "runs/42")]
     labels = {"model": MODEL, "version": VERSION}
     assert registry.get_sample_value("inferwatch_events_consumed_total", labels) == 3200
     assert registry.get_sample_value("inferwatch_windows_closed_total", {**labels, "reason": "full"}) == 8

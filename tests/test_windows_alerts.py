@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from monitor.alerts import AlertRules, Observation
-from monitor.windows import Windows
+from monitor.windows import ClosedWindow, Column, Windows
+
+LAYOUT = {"numeric": Column(2), "prediction": Column(0, np.int64, -1), "embedding": Column(3)}
 
 
-def add(ws: Windows, key: str, offset: int, now: float = 0.0, index: int = 0) -> object:
-    return ws.add(key, 2, [float(offset), 1.0], offset % 3, ("t", 0, offset, index), float(offset), now)
+def add(ws: Windows, key: str, offset: int, now: float = 0.0, index: int = 0) -> ClosedWindow | None:
+    values = {"numeric": [float(offset), 1.0], "prediction": offset % 3,
+              "embedding": [1.0, 2.0, 3.0] if offset % 2 else None}
+    return ws.add(key, LAYOUT, values, ("t", 0, offset, index), float(offset), now)
 
 
 def test_windows_close_at_size_per_key_with_ids_from_the_first_position() -> None:
@@ -16,6 +23,8 @@ def test_windows_close_at_size_per_key_with_ids_from_the_first_position() -> Non
     assert [(w.key, w.window_id, w.n) for w in closed] == [("a/1", "a/1@t-0:0", 3), ("b/1", "b/1@t-0:1", 3)]
     assert closed[0].features[:, 0].tolist() == [0.0, 2.0, 4.0]
     assert closed[0].predictions.tolist() == [0, 2, 1]
+    assert closed[1].present("embedding").tolist() == [[1.0, 2.0, 3.0]] * 3  # only odd offsets carry one
+    assert closed[0].present("embedding") is None
     assert ws.open_events == 2
 
 
@@ -30,10 +39,11 @@ def test_safe_positions_never_pass_an_open_window() -> None:
 
 def test_a_window_opening_inside_a_batch_record_resumes_there() -> None:
     ws = Windows(size=3, max_seconds=60, min_samples=2)
-    closed = [ws.add("a/1", 1, [float(i)], None, ("t", 0, 40, i), 0.0, 0.0) for i in range(5)]  # one record
+    layout = {"numeric": Column(1)}
+    closed = [ws.add("a/1", layout, {"numeric": [float(i)]}, ("t", 0, 40, i), 0.0, 0.0) for i in range(5)]
     assert [w.window_id for w in closed if w is not None] == ["a/1@t-0:40"]
     assert ws.safe_positions({("t", 0): 41}) == {("t", 0): (40, 3)}  # skip the 3 events already windowed
-    window = ws.add("a/1", 1, [5.0], None, ("t", 0, 41, 0), 0.0, 0.0)
+    window = ws.add("a/1", layout, {"numeric": [5.0]}, ("t", 0, 41, 0), 0.0, 0.0)
     assert window is not None and (window.window_id, window.n) == ("a/1@t-0:40+3", 3)
 
 
@@ -53,22 +63,28 @@ def obs(window: int, drifted: bool, insufficient: bool = False, detector: str = 
                        insufficient=insufficient)
 
 
-def test_alert_fires_after_k_consecutive_and_resolves_after_r_clean() -> None:
-    rules = AlertRules(consecutive=2, resolve_after=2)
+@pytest.mark.parametrize(("breaches", "of", "expected"), [
+    (2, 2, [("firing", 3), ("resolved", 9)]),  # k consecutive
+    (2, 3, [("firing", 2), ("resolved", 9)]),  # 2 of the last 3: windows 0 and 2
+    (1, 1, [("firing", 0), ("resolved", 9)]),  # window 1 is clean but one clean window does not resolve
+])
+def test_alert_fires_after_k_of_n_and_resolves_after_r_clean(breaches: int, of: int,
+                                                             expected: list[tuple[str, int]]) -> None:
+    rules = AlertRules(breaches=breaches, of=of, resolve_after=2)
     pattern = [True, False, True, True, True, None, False, True, False, False, False]
     events = []
     for i, p in enumerate(pattern):
         alert = rules.observe(obs(i, drifted=bool(p), insufficient=p is None))
         if alert is not None:
             events.append((alert.status, alert.window))
-    assert events == [("firing", 3), ("resolved", 9)]
+    assert events == expected
     assert rules.firing == []
 
 
 def test_alert_ids_are_stable_and_fingerprints_separate_detectors() -> None:
-    a = AlertRules(consecutive=1).observe(obs(4, True))
-    b = AlertRules(consecutive=1).observe(obs(4, True))
-    c = AlertRules(consecutive=1).observe(obs(4, True, detector="prediction_drift"))
+    a = AlertRules(breaches=1, of=1).observe(obs(4, True))
+    b = AlertRules(breaches=1, of=1).observe(obs(4, True))
+    c = AlertRules(breaches=1, of=1).observe(obs(4, True, detector="prediction_drift"))
     assert a is not None and b is not None and c is not None
     assert a.id == b.id and a.fingerprint == b.fingerprint  # a replayed window re-sends the same id
     assert c.fingerprint != a.fingerprint

@@ -170,6 +170,10 @@ class KafkaTransport(Transport):
             "auto_offset_reset": "earliest",
             "request_timeout_ms": request_timeout_ms,
             "bootstrap_timeout_ms": request_timeout_ms,
+            # A member that joins its group before its metadata lists the subscribed topics gets an empty
+            # assignment and keeps it until the next metadata refresh (kafka-python's default is 5 minutes):
+            # refresh often enough that this costs seconds, not minutes.
+            "metadata_max_age_ms": 5000,
             **(extra_consumer or {}),
         }
         self._lock = threading.Lock()
