@@ -7,7 +7,11 @@ KAFKA := deploy/local/kafka.sh
 BENCH_VENV ?= .venv-bench
 PYTEST_ARGS ?=
 
-.PHONY: install bench-install bench demo test lint typecheck kafka-up kafka-down clean
+.PHONY: install system-deps bench-install bench demo test lint typecheck kafka-up kafka-down clean
+
+# Debian packages the tests and benchmarks use beside Java and Maven: a real Prometheus scrapes the daemon,
+# nginx is the sidecar's peer in its benchmark, wrk drives both. Installed when missing and we are root.
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager nginx wrk
 
 install: $(VENV)/.installed
 
@@ -18,6 +22,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[all,test]'
 	touch $@
+
+system-deps:
+	@missing=""; for c in prometheus prometheus-alertmanager nginx wrk; do \
+	  command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing from Debian"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "missing$$missing: sudo apt-get install $(SYSTEM_PACKAGES)"; exit 1; fi; fi
 
 # Peer libraries for the side-by-side benchmarks pin numpy<2 and pandas<3: they get their own environment.
 bench-install: $(BENCH_VENV)/.installed
@@ -43,7 +55,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # The pytest session starts its own broker (deploy/local/kafka.sh with a fresh run dir) and stops it.
-test: install bench-install lint typecheck
+test: install system-deps bench-install lint typecheck
 	$(KAFKA) fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
 

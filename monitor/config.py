@@ -38,6 +38,7 @@ class ModelConfig(_Strict, frozen=True):
     version: Name
     profile: str
     training_run: str | None = None
+    window_size: Positive | None = None  # overrides window.size for this model
 
     @property
     def key(self) -> str:

@@ -132,7 +132,7 @@ class WatchedModel:
         self.n_classes = len(profile.class_labels)
         self._level_codes = [{level: i for i, level in enumerate(levels)}
                              for levels in (profile.categorical.levels if profile.categorical else ())]
-        layout: dict[str, Column] = {"numeric": Column(len(self.names)), "prediction": Column(0, np.int64, -1),
+        layout: dict[str, Column] = {"numeric": Column(len(self.names)), "prediction": Column(None, np.int64, -1),
                                      "latency": Column(2)}
         if self.categories:
             layout["codes"] = Column(len(self.categories), np.int64, -1)

@@ -45,6 +45,7 @@ MAX_FEATURES: Final = 1024
 MAX_EMBEDDING: Final = 8192
 MAX_CLASSES: Final = 100_000
 MAX_ATTRIBUTES: Final = 16
+MAX_PAYLOAD_CHARS: Final = 1_000_000
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
@@ -74,6 +75,27 @@ class Generation(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     refusal: bool | None = None
 
 
+class Payload(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Raw request/response content, captured only when sampled, after redaction, within a size cap."""
+
+    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PAYLOAD_CHARS)] | None = None
+    completion: Annotated[str, msgspec.Meta(max_length=MAX_PAYLOAD_CHARS)] | None = None
+    input_b64: Annotated[str, msgspec.Meta(max_length=MAX_PAYLOAD_CHARS)] | None = None
+    truncated: bool = False
+    redactions: Count = 0
+
+
+class GpuStats(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One NVML sample of the GPU that served the request, in base units."""
+
+    index: Count
+    utilization_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    memory_used_bytes: Count
+    memory_total_bytes: Count
+    power_watts: NonNegative | None = None
+    temperature_celsius: float | None = None
+
+
 class InferenceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, tag_field="schema",
                      tag=INFERENCE_SCHEMA):
     """One inference (one sample of a batch) as captured beside the model."""
@@ -92,6 +114,8 @@ class InferenceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     latency: Latency | None = None
     batch_size: Annotated[int, msgspec.Meta(ge=1)] = 1
     device: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    gpu: GpuStats | None = None
+    payload: Payload | None = None
     attributes: Annotated[dict[Name, ShortText], msgspec.Meta(max_length=MAX_ATTRIBUTES)] = {}
 
     @property

@@ -69,7 +69,8 @@ class Pipeline:
         self._channels = list(channels)
         self._on_result = on_result
         self._clock = clock
-        self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples)
+        self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples,
+                                sizes={m.key: m.window_size for m in config.models if m.window_size is not None})
         self._rules = AlertRules(config.alerts.breaches, config.alerts.of, config.alerts.resolve_after)
         quality = config.detect.quality
         self._joins = FeedbackJoin(ttl_s=quality.ttl_s, max_pending=quality.max_pending)

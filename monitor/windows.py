@@ -6,7 +6,7 @@ offset, and the event's index inside a batch record when it is not the first —
 crash or rebalance gets the same id and a consumer of results can recognise it.
 
 >>> ws = Windows(size=2, max_seconds=60.0, min_samples=1)
->>> layout = {"numeric": Column(1), "prediction": Column(0, np.int64, -1)}
+>>> layout = {"numeric": Column(1), "prediction": Column(None, np.int64, -1)}
 >>> ws.add("m/1", layout, {"numeric": [0.5], "prediction": 1}, ("t", 0, 7, 0), event_time=1.0, now=0.0)
 >>> closed = ws.add("m/1", layout, {"numeric": [0.7]}, ("t", 0, 8, 0), event_time=2.0, now=0.0)
 >>> closed.window_id, closed.n, closed.features.tolist(), closed.predictions.tolist()
@@ -29,16 +29,16 @@ Resume = tuple[int, int]
 
 @dataclass(frozen=True)
 class Column:
-    """One per-event column of a window: ``width`` values per event (0 = a scalar), filled with ``fill``
+    """One per-event column of a window: ``width`` values per event (None: one scalar), filled with ``fill``
     where an event does not carry it."""
 
-    width: int
+    width: int | None
     dtype: type = np.float64
     fill: float = np.nan
 
 
 Layout = Mapping[str, Column]
-"""The columns a model's windows hold, e.g. ``{"numeric": Column(7), "prediction": Column(0, np.int64, -1)}``."""
+"""The columns a model's windows hold, e.g. ``{"numeric": Column(7), "prediction": Column(None, np.int64, -1)}``."""
 
 Values = Mapping[str, "Sequence[float] | float | None"]
 
@@ -49,6 +49,7 @@ class _Open:
     index: int
     window_id: str
     opened_at: float
+    size: int
     columns: dict[str, np.ndarray]  # name -> (size,) or (size, width)
     n: int = 0
     first_time: float = float("inf")
@@ -92,8 +93,9 @@ class ClosedWindow:
 class Windows:
     """Count-based tumbling windows with a wall-clock timeout, per key (``model/version``)."""
 
-    def __init__(self, size: int, max_seconds: float, min_samples: int) -> None:
+    def __init__(self, size: int, max_seconds: float, min_samples: int, sizes: Mapping[str, int] | None = None) -> None:
         self.size = size
+        self.sizes = dict(sizes or {})  # per-key sizes that override ``size`` (a slow LLM, a busy CNN)
         self.max_seconds = max_seconds
         self.min_samples = min_samples
         self._open: dict[str, _Open] = {}
@@ -112,7 +114,7 @@ class Windows:
         w.first_time = min(w.first_time, event_time)
         w.last_time = max(w.last_time, event_time)
         w.first_positions.setdefault((position[0], position[1]), (position[2], position[3]))
-        return self._close(key, "full") if w.n >= self.size else None
+        return self._close(key, "full") if w.n >= w.size else None
 
     def expired(self, now: float) -> list[ClosedWindow]:
         """Close windows open longer than ``max_seconds`` that hold at least ``min_samples`` events."""
@@ -139,10 +141,11 @@ class Windows:
         self._next_index[key] = index + 1
         topic, partition, offset, event = position
         window_id = f"{key}@{topic}-{partition}:{offset}" + (f"+{event}" if event else "")
+        size = self.sizes.get(key, self.size)
         columns: dict[str, np.ndarray] = {
-            name: np.full((self.size, c.width) if c.width else self.size, c.fill, dtype=c.dtype)
+            name: np.full(size if c.width is None else (size, c.width), c.fill, dtype=c.dtype)
             for name, c in layout.items()}
-        w = _Open(key=key, index=index, window_id=window_id, opened_at=now, columns=columns)
+        w = _Open(key=key, index=index, window_id=window_id, opened_at=now, size=size, columns=columns)
         self._open[key] = w
         return w
 

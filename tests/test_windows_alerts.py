@@ -8,7 +8,7 @@ import pytest
 from monitor.alerts import AlertRules, Observation
 from monitor.windows import ClosedWindow, Column, Windows
 
-LAYOUT = {"numeric": Column(2), "prediction": Column(0, np.int64, -1), "embedding": Column(3)}
+LAYOUT = {"numeric": Column(2), "prediction": Column(None, np.int64, -1), "embedding": Column(3)}
 
 
 def add(ws: Windows, key: str, offset: int, now: float = 0.0, index: int = 0) -> ClosedWindow | None:
@@ -88,3 +88,13 @@ def test_alert_ids_are_stable_and_fingerprints_separate_detectors() -> None:
     assert a is not None and b is not None and c is not None
     assert a.id == b.id and a.fingerprint == b.fingerprint  # a replayed window re-sends the same id
     assert c.fingerprint != a.fingerprint
+
+
+def test_a_model_can_have_its_own_window_size_and_no_numeric_features() -> None:
+    ws = Windows(size=3, max_seconds=60, min_samples=1, sizes={"llm/1": 2})
+    layout = {"numeric": Column(0), "llm": Column(2)}
+    first = ws.add("llm/1", layout, {"numeric": [], "llm": [5.0, -1.0]}, ("t", 0, 0, 0), 0.0, 0.0)
+    second = ws.add("llm/1", layout, {"numeric": []}, ("t", 0, 1, 0), 0.0, 0.0)
+    assert first is None and second is not None and second.n == 2
+    assert second.features.shape == (2, 0)
+    assert second.present("llm").tolist() == [[5.0, -1.0]]
