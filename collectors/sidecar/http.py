@@ -1,0 +1,231 @@
+"""Just enough HTTP/1.1 (RFC 9112) for a pass-through proxy: heads, body framing, chunked decoding.
+
+The proxy forwards every byte it receives unchanged; these helpers only find where a head and a body end
+(Content-Length, chunked, or until the connection closes) and, for captured routes, decode the body.
+
+>>> head = parse_request_head(b"POST /v1/completions HTTP/1.1\\r\\nHost: m\\r\\nContent-Length: 2\\r\\n\\r\\n")
+>>> head.method, head.target, head.framing.length, head.keep_alive
+('POST', '/v1/completions', 2, True)
+>>> d = ChunkedDecoder(); out: list[bytes] = []
+>>> d.feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\nNEXT", out), out, d.done
+(13, [b'abc'], True)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from monitor.errors import InferwatchError
+
+MAX_LINE_BYTES: Final = 8192
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+FramingKind = Literal["none", "length", "chunked", "close"]
+
+
+class HttpError(InferwatchError):
+    """A peer sent something that is not HTTP/1.1; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """Where a message body ends: nowhere (``none``), after ``length`` bytes, at the last chunk, or at EOF."""
+
+    kind: FramingKind
+    length: int = 0
+
+
+NO_BODY: Final = Framing("none")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A parsed request head; ``raw`` is exactly what the client sent, final CRLF included."""
+
+    method: str
+    target: str
+    headers: dict[bytes, bytes]
+    framing: Framing
+    keep_alive: bool
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A parsed response head; ``raw`` is exactly what the upstream sent, final CRLF included."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    keep_alive: bool
+    chunked: bool
+    length: int | None
+    raw: bytes
+
+
+def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
+    """Header fields by lower-cased name; repeated fields are joined with ``,`` (RFC 9110 §5.3)."""
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise HttpError("bad_header", f"invalid header line {line[:64]!r}")
+        key = name.lower()
+        value = value.strip(b" \t")
+        headers[key] = headers[key] + b"," + value if key in headers else value
+    return headers
+
+
+def _length(headers: dict[bytes, bytes]) -> int | None:
+    value = headers.get(b"content-length")
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 18:  # also rejects "1,2" from repeated, differing fields
+        raise HttpError("bad_length", f"invalid Content-Length {value[:32]!r}")
+    return int(value)
+
+
+def _chunked(headers: dict[bytes, bytes]) -> bool:
+    value = headers.get(b"transfer-encoding")
+    if value is None:
+        return False
+    codings = [c.strip().lower() for c in value.split(b",")]
+    if codings[-1] != b"chunked":
+        raise HttpError("bad_transfer_encoding", f"unsupported Transfer-Encoding {value[:64]!r}")
+    return True
+
+
+def _keep_alive(version: bytes, headers: dict[bytes, bytes]) -> bool:
+    connection = headers.get(b"connection", b"").lower()
+    if version == b"HTTP/1.1":
+        return b"close" not in connection
+    return b"keep-alive" in connection
+
+
+def parse_request_head(raw: bytes) -> RequestHead:
+    """Parse a request head (request line and fields, ending in an empty line)."""
+    lines = raw[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0") or not _TOKEN.fullmatch(parts[0]):
+        raise HttpError("bad_request_line", f"invalid request line {lines[0][:64]!r}")
+    headers = _headers(lines[1:])
+    chunked = _chunked(headers)
+    length = _length(headers)
+    if chunked and length is not None:  # request smuggling guard (RFC 9112 §6.3)
+        raise HttpError("bad_length", "both Transfer-Encoding and Content-Length")
+    framing = Framing("chunked") if chunked else Framing("length", length) if length else NO_BODY
+    return RequestHead(parts[0].decode("latin-1"), parts[1].decode("latin-1"), headers, framing,
+                       _keep_alive(parts[2], headers), raw)
+
+
+def parse_response_head(raw: bytes) -> ResponseHead:
+    """Parse a response head (status line and fields, ending in an empty line)."""
+    lines = raw[:-4].split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code = rest[:3]
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or not code.isdigit():
+        raise HttpError("bad_status_line", f"invalid status line {lines[0][:64]!r}")
+    headers = _headers(lines[1:])
+    chunked = _chunked(headers)
+    return ResponseHead(int(code), headers, _keep_alive(version, headers), chunked,
+                        None if chunked else _length(headers), raw)
+
+
+def response_framing(head: ResponseHead, method: str) -> Framing:
+    """How the body of ``head`` (an answer to ``method``) ends (RFC 9112 §6.3)."""
+    if method == "HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
+        return NO_BODY
+    if head.chunked:
+        return Framing("chunked")
+    if head.length is not None:
+        return Framing("length", head.length) if head.length else NO_BODY
+    return Framing("close")
+
+
+def with_header(raw: bytes, name: bytes, value: bytes) -> bytes:
+    """``raw`` head with one more field line before its final empty line."""
+    return b"%s%s: %s\r\n\r\n" % (raw[:-2], name, value)
+
+
+class ChunkedDecoder:
+    """Incremental chunked-body decoder that reports how many bytes belong to the body.
+
+    ``feed`` consumes bytes up to the end of the body and no further, appends the decoded data to ``out``
+    (when given) and returns the number of bytes consumed; :attr:`done` tells whether the body ended.
+    Lines (chunk sizes, trailers) are bounded by :data:`MAX_LINE_BYTES`.
+    """
+
+    __slots__ = ("_line", "_remaining", "_state", "done")
+
+    _SIZE, _DATA, _CRLF, _TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._remaining = 0
+        self._line = b""
+        self.done = False
+
+    def feed(self, data: bytes, out: list[bytes] | None) -> int:
+        i, n = 0, len(data)
+        while i < n and not self.done:
+            if self._state in (self._SIZE, self._TRAILER):
+                j = data.find(b"\n", i)
+                if j < 0:
+                    self._line += data[i:]
+                    if len(self._line) > MAX_LINE_BYTES:
+                        raise HttpError("bad_chunk", "chunk line too long")
+                    return n
+                line = (self._line + data[i:j]).rstrip(b"\r")
+                self._line = b""
+                i = j + 1
+                if self._state == self._TRAILER:
+                    self.done = not line
+                    continue
+                size = line.split(b";", 1)[0].strip(b" \t")
+                if not _HEX.fullmatch(size):
+                    raise HttpError("bad_chunk", f"invalid chunk size {size[:32]!r}")
+                self._remaining = int(size, 16)
+                self._state = self._DATA if self._remaining else self._TRAILER
+            else:
+                take = min(self._remaining, n - i)
+                if self._state == self._DATA and out is not None:
+                    out.append(data[i:i + take])
+                i += take
+                self._remaining -= take
+                if not self._remaining:
+                    if self._state == self._DATA:
+                        self._state, self._remaining = self._CRLF, 2
+                    else:
+                        self._state = self._SIZE
+        return i
+
+
+def simple_response(status: int, reason: str, body: bytes, *, close: bool = True,
+                    content_type: bytes = b"text/plain; charset=utf-8",
+                    extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """A complete response made by the sidecar itself (an error, a probe, /metrics)."""
+    fields = b"".join(b"%s: %s\r\n" % kv for kv in extra)
+    return b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n%s" % (
+        status, reason.encode(), content_type, len(body), fields, b"connection: close\r\n" if close else b"",
+        body)
+
+
+__all__ = [
+    "NO_BODY",
+    "ChunkedDecoder",
+    "Framing",
+    "HttpError",
+    "RequestHead",
+    "ResponseHead",
+    "parse_request_head",
+    "parse_response_head",
+    "response_framing",
+    "simple_response",
+    "with_header",
+]

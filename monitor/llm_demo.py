@@ -1,0 +1,262 @@
+"""The LLM half of ``inferwatch demo``: a character-level GPT behind the HTTP sidecar, watched by the pipeline.
+
+A small GPT trained on Shakespeare's plays (cached after the first run) is served by an OpenAI-compatible
+server; clients call it through :mod:`collectors.sidecar`, half of them streaming, and send accept/reject
+feedback keyed by the ``x-request-id`` the sidecar returns. The reference profile comes from the model's
+answers to held-out lines of the plays. From the middle window on, prompts come from another domain
+(support-desk questions) and users accept fewer answers: the LLM detectors should notice.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from collectors import EventProducer, Events
+from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
+from detectors import build_llm_reference, is_refusal
+from monitor.alerts import MemoryChannel
+from monitor.charlm import GPTConfig, generate, load_or_train
+from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.daemon import build_transport
+from monitor.errors import InferwatchError
+from monitor.evaluation import WindowResult
+from monitor.events import FeedbackEvent
+from monitor.findings import findings
+from monitor.llm_server import serve
+from monitor.metrics import daemon_metrics
+from monitor.pipeline import Pipeline
+from monitor.profiles import Profile
+from monitor.shakespeare import corpus
+
+MODEL, VERSION = "charlm", "1"
+MAX_TOKENS = 60
+OTHER_DOMAIN = (
+    "How do I reset my password on the new portal?",
+    "My invoice shows the wrong VAT number, can you fix it?",
+    "The app crashes when I upload a PNG larger than 5 MB.",
+    "Please cancel my subscription and refund last month.",
+    "Which Python version does the SDK support?",
+    "Can I export my dashboard to CSV every Monday?",
+    "Error 502 when calling the API from Frankfurt.",
+    "How many seats are included in the team plan?",
+)
+
+
+@dataclass(frozen=True)
+class LLMWindow:
+    window: int
+    drift_injected: bool
+    acceptance: float
+    mean_logprob: float
+    output_tokens_p50: float
+    ttft_p50_s: float
+    detectors: tuple[str, ...]
+    findings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LLMDemoReport:
+    windows: int
+    window_size: int
+    drift_injected_at_window: int
+    train_seconds: float
+    val_loss: float
+    elapsed_seconds: float
+    captured: int
+    capture_skipped: int
+    alerts: tuple[dict[str, object], ...]
+    per_window: tuple[LLMWindow, ...]
+
+
+def _prompts(text: str, rng: np.random.Generator, n: int) -> list[str]:
+    """Lines of dialogue from the last tenth of the plays (held out from training), as prompts."""
+    lines = [line.strip() for line in text[int(len(text) * 0.9):].splitlines() if 30 <= len(line.strip()) <= 90]
+    return [lines[i] + "\n" for i in rng.integers(0, len(lines), n)]
+
+
+def _call(port: int, prompt: str, stream: bool, seed: int) -> tuple[str, str]:
+    """One completion through the sidecar: (request id the sidecar returned, completion text)."""
+    body = json.dumps({"model": MODEL, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0.8,
+                       "stop": "\n\n", "logprobs": 1, "stream": stream, "seed": seed,
+                       "stream_options": {"include_usage": True}})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    raw = response.read()
+    request_id = response.getheader("x-request-id") or ""
+    conn.close()
+    if response.status != 200:
+        raise InferwatchError(f"completion failed with HTTP {response.status}: {raw[:200]!r}")
+    if not stream:
+        return request_id, str(json.loads(raw)["choices"][0]["text"])
+    text = []
+    for block in raw.split(b"\n\n"):
+        if block.startswith(b"data: ") and block != b"data: [DONE]":
+            chunk = json.loads(block[6:])
+            text += [c.get("text", "") for c in chunk.get("choices", [])]
+    return request_id, "".join(text)
+
+
+def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 40, seed: int = 7,
+                 cache_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None) -> LLMDemoReport:
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    text = corpus()
+    progress("training (or loading) a character-level GPT on Shakespeare's plays ...")
+    model, tokenizer, stats = load_or_train(text, GPTConfig(), cache_dir or Path.home() / ".cache" / "inferwatch",
+                                            seed=seed)
+    progress(f"model ready: held-out loss {stats.val_loss:.2f} nats/char (trained in {stats.seconds:.0f} s)")
+
+    # reference: the model's answers to held-out lines, and how often users accepted them (simulated)
+    tokens, logprobs, empty, refusal = [], [], [], []
+    for i, prompt in enumerate(_prompts(text, rng, 120)):
+        gen = generate(model, tokenizer, prompt, MAX_TOKENS, temperature=0.8, seed=seed + i, stop="\n\n")
+        steps = list(gen)
+        out = "".join(s.text for s in steps)
+        tokens.append(len(steps))
+        logprobs.append(float(np.mean([s.logprob for s in steps])) if steps else np.nan)
+        empty.append(not out.strip())
+        refusal.append(is_refusal(out))
+    reference = build_llm_reference(np.array(tokens, dtype=np.float64), np.array(logprobs), np.array(empty),
+                                    np.array(refusal), accepted=rng.random(len(tokens)) < 0.85)
+    profile = Profile(model=MODEL, version=VERSION, llm=reference, training_run=f"demo://charlm/seed-{seed}")
+    progress(f"reference: {len(tokens)} answers, median {np.median(tokens):.0f} tokens, "
+             f"mean log-prob {np.nanmean(logprobs):.2f}")
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicsConfig(events=f"inferwatch.llmdemo-{suffix}.events",
+                          feedback=f"inferwatch.llmdemo-{suffix}.feedback",
+                          results=f"inferwatch.llmdemo-{suffix}.results",
+                          deadletter=f"inferwatch.llmdemo-{suffix}.deadletter") if kafka else TopicsConfig()
+    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile="(in memory)",
+                                        training_run=profile.training_run)],
+                    kafka=KafkaConfig(bootstrap=kafka, group=f"inferwatch-llmdemo-{suffix}") if kafka else None,
+                    # a window also closes 20 s after it opened, so a capture the sidecar skipped (it counts them)
+                    # cannot leave the last window waiting for an event that never comes
+                    topics=topics, window=WindowConfig(size=window_size, max_seconds=20, min_samples=20))
+    transport = build_transport(config)
+    consumer = transport.consumer([topics.events, topics.feedback], config.kafka.group if config.kafka else "demo")
+    producer = transport.producer()
+    channel = MemoryChannel()
+    results: list[WindowResult] = []
+    pipeline = Pipeline(config, {f"{MODEL}/{VERSION}": profile}, consumer, producer,
+                        daemon_metrics(CollectorRegistry()), [channel], on_result=results.append)
+    stop = threading.Event()
+    detector = threading.Thread(target=pipeline.run, args=(stop,), name="inferwatch-pipeline", daemon=True)
+    detector.start()
+
+    server = serve(model, tokenizer, model_name=MODEL)
+    server.start()
+    events = EventProducer(producer, topics.events, registry=CollectorRegistry())
+    feedback = EventProducer(producer, topics.feedback, registry=CollectorRegistry())
+    sidecar_ready = threading.Event()
+    proxy: list[Sidecar] = []
+
+    def on_started(s: Sidecar) -> None:
+        proxy.append(s)
+        sidecar_ready.set()
+
+    sidecar_stop = threading.Event()
+    sidecar_config = SidecarConfig(upstream=server.url, listen_host="127.0.0.1", listen_port=0,
+                                   admin_host="127.0.0.1", admin_port=0,
+                                   models={MODEL: ModelRef(MODEL, VERSION)})
+    sidecar_registry = CollectorRegistry()
+    sidecar = threading.Thread(target=run_sidecar, args=(sidecar_config, events, sidecar_registry, sidecar_stop),
+                               kwargs={"on_started": on_started}, name="inferwatch-sidecar", daemon=True)
+    sidecar.start()
+    if not sidecar_ready.wait(15):
+        raise InferwatchError("the sidecar did not start within 15 s")
+    port = proxy[0].address[1]
+
+    inject_at = windows // 2
+    progress(f"serving {windows} windows of {window_size} completions through the sidecar; "
+             f"prompts from another domain from window {inject_at}")
+    accepted_by_window: list[float] = []
+    try:
+        for w in range(windows):
+            drifted = w >= inject_at
+            prompts = ([OTHER_DOMAIN[i] + "\n" for i in rng.integers(0, len(OTHER_DOMAIN), window_size)]
+                       if drifted else _prompts(text, rng, window_size))
+            accepted = 0
+            for i, prompt in enumerate(prompts):
+                request_id, _ = _call(port, prompt, stream=i % 2 == 0, seed=int(rng.integers(1 << 30)))
+                ok = bool(rng.random() < (0.5 if drifted else 0.85))  # users like off-topic answers less
+                accepted += ok
+                feedback.submit(Events([FeedbackEvent(request_id=request_id, time=time.time(), model=MODEL,
+                                                      version=VERSION, accepted=ok)]))
+            accepted_by_window.append(accepted / window_size)
+        events.flush(30)
+        feedback.flush(30)
+        deadline = time.monotonic() + 60
+        while len(results) < windows and time.monotonic() < deadline and detector.is_alive():
+            time.sleep(0.05)
+    finally:
+        sidecar_stop.set()
+        sidecar.join(15)
+        server.stop()
+        events.close()
+        feedback.close()
+        stop.set()
+        detector.join(30)
+        consumer.close()
+        producer.close(timeout_s=10)
+        transport.close()
+    if len(results) < windows:
+        raise InferwatchError(f"only {len(results)} of {windows} LLM windows were evaluated within 60 s")
+
+    per_window = []
+    for r in sorted(results, key=lambda r: r.index)[:windows]:
+        found = findings(r)
+        llm = r.llm
+        length = llm.test("output_tokens") if llm else None
+        logprob = llm.test("mean_logprob") if llm else None
+        per_window.append(LLMWindow(
+            window=r.index, drift_injected=r.index >= inject_at, acceptance=accepted_by_window[r.index],
+            mean_logprob=float("nan") if logprob is None else round(logprob.value, 3),
+            output_tokens_p50=float("nan") if length is None else round(length.value, 1),
+            ttft_p50_s=float("nan") if llm is None else round(llm.ttft_s.p50, 4),
+            detectors=tuple(f.detector for f in found if f.drifted),
+            findings=tuple(llm.findings) if llm else ()))
+    return LLMDemoReport(windows=windows, window_size=window_size, drift_injected_at_window=inject_at,
+                         train_seconds=round(stats.seconds, 1),
+                         val_loss=float("nan") if stats.val_loss is None else round(stats.val_loss, 3),
+                         elapsed_seconds=round(time.monotonic() - started, 1),
+                         captured=int(_total(sidecar_registry, "inferwatch_sidecar_captured_events_total")),
+                         capture_skipped=int(_total(sidecar_registry, "inferwatch_sidecar_capture_skipped_total")),
+                         alerts=tuple({"window": a.window, "model": a.model, "version": a.version,
+                                       "detector": a.detector, "status": a.status, "summary": a.summary}
+                                      for a in channel.alerts),
+                         per_window=tuple(per_window))
+
+
+def _total(registry: CollectorRegistry, name: str) -> float:
+    return sum(s.value for metric in registry.collect() for s in metric.samples if s.name == name)
+
+
+def format_llm_report(r: LLMDemoReport) -> str:
+    lines = [f"LLM: {r.windows * r.window_size} completions of a character-level GPT through the sidecar, "
+             f"prompts from another domain from window {r.drift_injected_at_window}", "",
+             " window  traffic   accepted  mean logprob  tokens  TTFT p50   found"]
+    for w in r.per_window:
+        lines.append(f" {w.window:>6}  {'DRIFTED' if w.drift_injected else 'clean':<8}  {w.acceptance:>8.2f}  "
+                     f"{w.mean_logprob:>12.3f}  {w.output_tokens_p50:>6.1f}  {w.ttft_p50_s * 1000:>6.1f} ms   "
+                     f"{'; '.join(w.findings) or '-'}")
+    lines.append("")
+    for a in r.alerts:
+        lines.append(f"ALERT {a['status']:<8} {a['detector']:<16} {a['model']}/{a['version']} window {a['window']}: "
+                     f"{a['summary']}")
+    if not r.alerts:
+        lines.append("no LLM alerts")
+    lines.append(f"\nthe sidecar captured {r.captured} completions ({r.capture_skipped} skipped); "
+                 f"model loss {r.val_loss:.2f} nats/char; total {r.elapsed_seconds:.0f} s")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Chaos on the real broker: stop Kafka under steady traffic; nothing is lost and serving never waits.
+
+Both tests stop the session broker and always start it again (``finally``), since other tests share it.
+The measured submit latencies and counts are attached to the test report (``record_property``) and printed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from collectors import EventProducer, Events
+from collectors.spool import Spool
+from monitor.events import InferenceEvent, decode_record
+from monitor.transport.kafka import KafkaTransport, ensure_topics
+from tests.conftest import KafkaBroker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+RATE = 2000  # events per second, one submit() per event
+OUTAGE_S = 30.0
+ACK_TIMEOUT_S = 2.0
+
+
+def transport(bootstrap: str) -> KafkaTransport:
+    """kafka-python as EventProducer's docstring recommends: reconnect quickly, and keep unacknowledged records
+    (no expiry) for longer than the outage, since an expired batch leaves kafka-python 3.0.12's idempotent
+    producer without a producer id that it never gets back."""
+    return KafkaTransport(bootstrap, client_id="chaos", request_timeout_ms=1500, max_block_ms=500,
+                          extra_producer={"delivery_timeout_ms": 120_000, "reconnect_backoff_max_ms": 500})
+
+
+@dataclass
+class Traffic:
+    """A serving thread: one event per submit() at a steady rate, each submit timed."""
+
+    producer: EventProducer
+    rate: float = RATE
+    max_events: int = 200_000
+
+    def __post_init__(self) -> None:
+        self.latency_s = np.zeros(self.max_events)  # (max_events,) seconds per submit
+        self.accepted = np.zeros(self.max_events, dtype=bool)
+        self.count = 0
+        self.prefix = uuid.uuid4().hex[:8]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def request_id(self, i: int) -> str:
+        return f"{self.prefix}-{i:07d}"
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        while not self._stop.is_set() and self.count < self.max_events:
+            due = min(int((time.perf_counter() - started) * self.rate), self.max_events)
+            while self.count < due:
+                i = self.count
+                event = InferenceEvent(self.request_id(i), 1.7e9 + i / self.rate, "chaos", "1", "classification",
+                                       features={"x": float(i % 97)}, prediction=i % 3)
+                t0 = time.perf_counter()
+                ok = self.producer.submit(Events((event,)))
+                self.latency_s[i] = time.perf_counter() - t0
+                self.accepted[i] = ok
+                self.count += 1
+            time.sleep(0.001)
+
+    def summary(self) -> dict[str, float]:
+        lat = self.latency_s[: self.count]
+        return {"events": self.count, "submit_p99_ms": float(np.quantile(lat, 0.99) * 1e3),
+                "submit_max_ms": float(lat.max() * 1e3)}
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(f"inferwatch_collector_{name}", labels)
+    return 0.0 if value is None else value
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def consume_ids(bootstrap: str, topic: str, expected: int, timeout_s: float = 90) -> list[str]:
+    """Every request id on ``topic`` (duplicates included), read by a fresh group."""
+    kafka = KafkaTransport(bootstrap)
+    consumer = kafka.consumer([topic], f"check-{uuid.uuid4().hex[:8]}")
+    ids: list[str] = []
+    deadline, idle_since = time.monotonic() + timeout_s, time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            got = consumer.poll(0.5, max_records=2000)
+            ids += [e.request_id for m in got for e in decode_record(m.value)]
+            if got:
+                idle_since = time.monotonic()
+            elif len(set(ids)) >= expected and time.monotonic() - idle_since > 3:
+                break
+    finally:
+        kafka.close()
+    return ids
+
+
+@pytest.fixture
+def broker(kafka_broker: KafkaBroker) -> Iterator[KafkaBroker]:
+    """The session broker, started again after the test whatever happened."""
+    try:
+        yield kafka_broker
+    finally:
+        kafka_broker.start()
+
+
+def test_a_30_s_broker_outage_loses_no_event_and_never_blocks_serving(
+        broker: KafkaBroker, tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+    topic = f"chaos-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap, {topic: 1})
+    kafka = transport(broker.bootstrap)
+    registry = CollectorRegistry()
+    producer = EventProducer(kafka.producer(), topic, registry=registry, spool=Spool(tmp_path / "spool"),
+                             ack_timeout_s=ACK_TIMEOUT_S)
+    phases: dict[str, float] = {}
+    with Traffic(producer) as traffic:
+        time.sleep(3)
+        assert sample(registry, "events_acked_total") > 0 and sample(registry, "events_spooled_total") == 0
+        t0 = time.monotonic()
+        broker.stop()
+        phases["stop_s"] = time.monotonic() - t0
+        time.sleep(OUTAGE_S)
+        spooled_in_outage = sample(registry, "events_spooled_total")
+        phases["spool_bytes_peak"] = sample(registry, "spool_bytes")
+        t0 = time.monotonic()
+        broker.start()
+        phases["start_s"] = time.monotonic() - t0
+        assert wait_for(lambda: sample(registry, "spooling") == 0, 60), "the spool was not replayed within 60 s"
+        phases["replayed_after_start_s"] = time.monotonic() - t0
+        time.sleep(3)
+    producer.close(30)
+    kafka.close()
+    ids = consume_ids(broker.bootstrap, topic, traffic.count)
+
+    stats = {**traffic.summary(), **phases, "spooled": spooled_in_outage,
+             "replayed": sample(registry, "events_replayed_total"),
+             "late_acked": sample(registry, "events_late_acked_total"),
+             "received": len(ids), "duplicates": len(ids) - len(set(ids))}
+    for name, value in stats.items():
+        record_property(name, value)
+    print("chaos outage:", stats)
+    assert traffic.accepted[: traffic.count].all()
+    assert {traffic.request_id(i) for i in range(traffic.count)} - set(ids) == set(), "events were lost"
+    assert spooled_in_outage > 0.5 * RATE * OUTAGE_S  # the spool took the outage, not kafka-python's buffer
+    assert sample(registry, "events_replayed_total") >= spooled_in_outage
+    assert sum(registry.get_sample_value("inferwatch_collector_events_dropped_total", {"reason": r}) or 0
+               for r in ("queue_full", "spool_full", "spool_error", "closed", "encode_error", "send_error")) == 0
+    assert sample(registry, "spool_bytes") == 0 and list((tmp_path / "spool").glob("*.seg")) == []
+    assert stats["submit_max_ms"] < 5.0
+
+
+def test_a_tiny_spool_fills_drops_are_counted_and_submit_stays_non_blocking(
+        broker: KafkaBroker, tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+    topic = f"chaos-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap, {topic: 1})
+    kafka = transport(broker.bootstrap)
+    registry = CollectorRegistry()
+    spool = Spool(tmp_path / "spool", max_bytes=100_000, segment_bytes=20_000)
+    producer = EventProducer(kafka.producer(), topic, registry=registry, capacity=2000, spool=spool,
+                             ack_timeout_s=ACK_TIMEOUT_S)
+    with Traffic(producer) as traffic:
+        time.sleep(1)
+        broker.stop()
+        time.sleep(10)
+    producer.close(5)
+    kafka.close()
+    dropped = {r: sample(registry, "events_dropped_total", reason=r) for r in ("spool_full", "queue_full")}
+    stats = {**traffic.summary(), **dropped, "spooled": sample(registry, "events_spooled_total"),
+             "acked": sample(registry, "events_acked_total")}
+    for name, value in stats.items():
+        record_property(name, value)
+    print("chaos tiny spool:", stats)
+    assert dropped["spool_full"] > RATE * 5  # most of the outage did not fit
+    assert sample(registry, "spool_bytes") <= 100_000 and sample(registry, "spool_capacity_bytes") == 100_000
+    # every submitted event is accounted for: acknowledged, spooled, or dropped with a reason
+    assert stats["acked"] + stats["spooled"] + sum(dropped.values()) == traffic.count
+    assert stats["spooled"] == sum(r.events for r in Spool(tmp_path / "spool").read(100_000))
+    assert stats["submit_max_ms"] < 5.0

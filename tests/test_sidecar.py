@@ -1,0 +1,436 @@
+"""The HTTP sidecar against a real asyncio model server on 127.0.0.1: capture, pass-through, streaming, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from collectors import EventProducer
+from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
+from collectors.sidecar.http import ChunkedDecoder, HttpError
+from monitor.events import InferenceEvent, decode_record
+from monitor.transport import MemoryBus
+
+ERROR_BODY = b'{"error": "overloaded", "retry": true}\n'
+PROBS = [0.1, 0.7, 0.2]
+TOKENS = ["I", " like", " tea", "."]
+
+
+class Upstream:
+    """A model server: OIP infer, OpenAI completions/chat (streamed or not), an error, a hang and a reset route.
+
+    ``gate`` holds the last event of a streamed answer until the test releases it.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.gate = asyncio.Event()
+        self.seen_request_ids: list[str | None] = []
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.started.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.started.set()
+        self.loop.run_forever()
+
+    def release(self) -> None:
+        self.loop.call_soon_threadsafe(self.gate.set)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        self.server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line, *fields = head.decode().split("\r\n")
+                method, path, _ = line.split(" ")
+                headers = {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields if f)}
+                if headers.get("transfer-encoding") == "chunked":
+                    body = b""
+                    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                        body += (await reader.readexactly(size + 2))[:-2]
+                    await reader.readuntil(b"\r\n")
+                else:
+                    body = await reader.readexactly(int(headers.get("content-length", 0)))
+                self.seen_request_ids.append(headers.get("x-request-id"))
+                if not await self._answer(method, path, body, writer):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if path == "/hang":
+            await asyncio.sleep(3600)
+        if path == "/reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        if path == "/error":
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-upstream: yes\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(ERROR_BODY), ERROR_BODY))
+            return True
+        if path.startswith("/v2/models/") and method == "POST":
+            try:
+                request = json.loads(body)
+                batch = request["inputs"][0]["shape"][0]
+            except (ValueError, KeyError, IndexError, TypeError):
+                if path.split("/")[3] == "strict":
+                    self._json(writer, {"error": "bad request"}, 400)
+                    return True
+                batch = 1  # lenient: the sidecar, not the server, must notice the garbage
+            self._json(writer, {"model_name": path.split("/")[3], "model_version": "3", "outputs": [
+                {"name": "probs", "shape": [batch, 3], "datatype": "FP32", "data": PROBS * batch}]})
+            return True
+        if path in ("/v1/completions", "/v1/chat/completions"):
+            request = json.loads(body)
+            chat = path == "/v1/chat/completions"
+            if not request.get("stream"):
+                choice = {"index": 0, "finish_reason": "stop"} | (
+                    {"message": {"role": "assistant", "content": "".join(TOKENS)}} if chat else
+                    {"text": "".join(TOKENS)})
+                self._json(writer, {"model": request["model"], "choices": [choice],
+                                    "usage": {"prompt_tokens": 9, "completion_tokens": len(TOKENS)}})
+                return True
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i, token in enumerate(TOKENS):
+                last = i == len(TOKENS) - 1
+                if last and request.get("gated"):
+                    await self.gate.wait()
+                choice = {"index": 0, "finish_reason": "stop" if last else None} | (
+                    {"delta": {"content": token}} if chat else {"text": token})
+                self._chunk(writer, b"data: " + json.dumps({"model": request["model"], "choices": [choice]}).encode()
+                            + b"\n\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            if request.get("stream_options", {}).get("include_usage"):
+                usage = {"prompt_tokens": 5, "completion_tokens": len(TOKENS)}
+                self._chunk(writer, b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
+            self._chunk(writer, b"data: [DONE]\n\n")
+            self._chunk(writer, b"")
+            return True
+        self._json(writer, {"path": path, "method": method})
+        return True
+
+    @staticmethod
+    def _json(writer: asyncio.StreamWriter, obj: object, status: int = 200) -> None:
+        data = json.dumps(obj).encode()
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (status, len(data), data))
+
+    @staticmethod
+    def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+@dataclass
+class Stack:
+    upstream: Upstream
+    sidecar: Sidecar
+    registry: CollectorRegistry
+    producer: EventProducer
+    bus: MemoryBus
+
+    @property
+    def port(self) -> int:
+        return self.sidecar.address[1]
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def events(self) -> list[InferenceEvent]:
+        self.producer.flush(5)
+        consumer = self.bus.consumer(["events"], f"reader-{time.monotonic_ns()}")
+        out = [e for m in consumer.poll(0.5) for e in decode_record(m.value)]
+        return [e for e in out if isinstance(e, InferenceEvent)]
+
+
+def start_stack(server: Upstream | None = None, **overrides: object) -> tuple[Stack, threading.Event, threading.Thread]:
+    upstream = server or Upstream()
+    config = SidecarConfig(**{"upstream": f"http://127.0.0.1:{upstream.port}", "listen_host": "127.0.0.1",
+                              "listen_port": 0, "admin_host": "127.0.0.1", "admin_port": 0,
+                              "models": {"resnet": ModelRef("cnn", "7")}, "response_timeout_s": 1.0,
+                              "connect_timeout_s": 1.0, **overrides})  # type: ignore[arg-type]
+    registry, bus = CollectorRegistry(), MemoryBus()
+    producer = EventProducer(bus.producer(), "events", registry=registry, linger_s=0.005)
+    stop, started = threading.Event(), threading.Event()
+    holder: list[Sidecar] = []
+
+    def on_started(sidecar: Sidecar) -> None:
+        holder.append(sidecar)
+        started.set()
+
+    thread = threading.Thread(target=run_sidecar, args=(config, producer, registry, stop),
+                              kwargs={"on_started": on_started}, daemon=True)
+    thread.start()
+    if not started.wait(5):
+        raise RuntimeError("the sidecar did not start")
+    return Stack(upstream, holder[0], registry, producer, bus), stop, thread
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    s, stop, thread = start_stack()
+    yield s
+    stop.set()
+    thread.join(10)
+    s.producer.close(5)
+    s.upstream.close()
+
+
+def call(port: int, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+         conn: http.client.HTTPConnection | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    conn.request(method, path, body=data, headers={"content-type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+def oip(batch: int = 2) -> dict[str, object]:
+    pixels = [[float(i + j) for j in range(4)] for i in range(batch)]  # sample i: i, i+1, i+2, i+3
+    return {"inputs": [{"name": "pixels", "shape": [batch, 4], "datatype": "FP32", "data": pixels}]}
+
+
+def test_oip_infer_is_captured_per_sample_and_passed_through_byte_for_byte(stack: Stack) -> None:
+    direct = call(stack.upstream.port, "POST", "/v2/models/resnet/infer", oip())
+    status, headers, body = call(stack.port, "POST", "/v2/models/resnet/infer", oip(), {"x-request-id": "req-1"})
+    assert (status, body) == (direct[0], direct[2])
+    assert headers["x-request-id"] == "req-1"
+    events = sorted(stack.events(), key=lambda e: e.request_id)
+    assert [e.request_id for e in events] == ["req-1:0", "req-1:1"]
+    first = events[0]
+    assert (first.model, first.version, first.task, first.batch_size) == ("cnn", "7", "classification", 2)
+    assert first.features == pytest.approx({"pixels.mean": 1.5, "pixels.std": 1.118034, "pixels.min": 0.0,
+                                            "pixels.max": 3.0})
+    assert events[1].features["pixels.mean"] == pytest.approx(2.5)
+    assert first.prediction == 1 and first.probabilities == pytest.approx(PROBS)
+    assert first.latency is not None and 0 < first.latency.total_s < 1
+    assert stack.metric("inferwatch_sidecar_captured_events_total", route="oip") == 2
+    assert stack.metric("inferwatch_sidecar_requests_total", route="oip", status="2xx") == 1
+
+
+def test_request_id_is_created_when_missing_and_sent_upstream(stack: Stack) -> None:
+    status, headers, _ = call(stack.port, "POST", "/v2/models/other/infer", oip(1))
+    assert status == 200
+    made = headers["x-request-id"]
+    assert len(made) == 32 and stack.upstream.seen_request_ids[-1] == made
+    (event,) = stack.events()
+    assert event.request_id == made and (event.model, event.version) == ("other", "3")  # version from response
+
+
+def test_completions_and_chat_give_generation_events(stack: Stack) -> None:
+    call(stack.port, "POST", "/v1/completions", {"model": "llama", "prompt": "Say something"}, {"x-request-id": "c"})
+    call(stack.port, "POST", "/v1/chat/completions",
+         {"model": "llama", "messages": [{"role": "user", "content": "Hi"}]}, {"x-request-id": "h"})
+    events = {e.request_id: e for e in stack.events()}
+    for rid in ("c", "h"):
+        g = events[rid].generation
+        assert g is not None and events[rid].task == "generation"
+        assert (g.prompt_tokens, g.output_tokens, g.output_chars, g.stop_reason, g.refusal) == (
+            9, 4, len("".join(TOKENS)), "stop", False)
+
+
+def read_chunk(sock: socket.socket, buffer: bytearray) -> bytes:
+    """Read from ``sock`` until one SSE event (ending in a blank line) is in ``buffer``; return it."""
+    while b"\n\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        buffer += data
+    end = buffer.index(b"\n\n") + 2
+    event = bytes(buffer[:end])
+    del buffer[:end]
+    return event
+
+
+def test_stream_reaches_the_client_chunk_by_chunk(stack: Stack) -> None:
+    body = json.dumps({"model": "llama", "prompt": "x", "stream": True, "gated": True}).encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: t\r\nx-request-id: s1\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        buffer = bytearray()
+        first = read_chunk(sock, buffer)  # the upstream is still holding its last token
+        assert b"HTTP/1.1 200" in first and b'"text": "I"' in first
+        assert not stack.upstream.gate.is_set()
+        stack.upstream.release()
+        while b"0\r\n\r\n" not in buffer:
+            buffer += sock.recv(65536)
+    assert b"data: [DONE]" in buffer
+    (event,) = stack.events()
+    assert event.generation is not None and event.latency is not None
+    assert event.generation.output_tokens == 4 and event.generation.output_chars == len("".join(TOKENS))
+    assert event.attributes == {"usage": "estimated"}  # counted from the stream's events
+    ttft, tpot = event.latency.time_to_first_token_s, event.latency.time_per_output_token_s
+    assert ttft is not None and tpot is not None and 0 < ttft < event.latency.total_s
+    assert tpot >= 0.04  # the upstream waits 50 ms between tokens
+
+
+def test_stream_with_usage_and_chat_deltas(stack: Stack) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    status, headers, body = call(stack.port, "POST", "/v1/chat/completions",
+                                 {"model": "llama", "stream": True, "stream_options": {"include_usage": True},
+                                  "messages": [{"role": "user", "content": "Hi"}]}, {"x-request-id": "u"}, conn)
+    direct = call(stack.upstream.port, "POST", "/v1/chat/completions",
+                  {"model": "llama", "stream": True, "stream_options": {"include_usage": True},
+                   "messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 200 and headers["content-type"] == "text/event-stream" and body == direct[2]
+    assert call(stack.port, "GET", "/anything", conn=conn)[0] == 200  # the same connection is kept alive
+    (event,) = [e for e in stack.events() if e.request_id == "u"]
+    assert event.generation is not None and (event.generation.prompt_tokens, event.generation.output_tokens) == (5, 4)
+    assert event.attributes == {}
+
+
+def test_upstream_errors_reach_the_client_unchanged_and_are_not_captured(stack: Stack) -> None:
+    status, headers, body = call(stack.port, "POST", "/error", {"a": 1})
+    assert (status, body, headers["x-upstream"]) == (503, ERROR_BODY, "yes")
+    status, _, body = call(stack.port, "POST", "/v2/models/strict/infer", b"{not json")
+    assert status == 400 and json.loads(body) == {"error": "bad request"}
+    assert stack.events() == []
+    assert stack.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason="upstream_status") == 1
+    assert stack.metric("inferwatch_sidecar_requests_total", route="other", status="5xx") == 1
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}], "bad": ', "invalid_json"),
+    (json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}).encode(),
+     "malformed"),
+    (json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}).encode(),
+     "malformed"),
+])
+def test_malformed_oip_is_proxied_but_not_captured(stack: Stack, body: bytes, reason: str) -> None:
+    status, _, _ = call(stack.port, "POST", "/v2/models/resnet/infer", body)
+    stack.producer.flush(5)
+    assert stack.events() == []
+    assert stack.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason=reason) == 1
+    assert status == 200
+
+
+def test_bodies_over_the_capture_cap_are_proxied_not_captured() -> None:
+    s, stop, thread = start_stack(capture_max_bytes=1000)
+    try:
+        big = oip(64)
+        status, _, body = call(s.port, "POST", "/v2/models/resnet/infer", big)
+        assert status == 200 and len(json.loads(body)["outputs"][0]["data"]) == 64 * 3
+        assert s.events() == []
+        assert s.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason="too_large") == 1
+    finally:
+        stop.set()
+        thread.join(10)
+        s.upstream.close()
+
+
+def test_hanging_upstream_gives_504_and_reset_gives_502(stack: Stack) -> None:
+    started = time.monotonic()
+    status, headers, body = call(stack.port, "POST", "/hang", {}, {"x-request-id": "h1"})
+    assert status == 504 and b"timed out" in body and headers["x-request-id"] == "h1"
+    assert 0.9 < time.monotonic() - started < 3
+    status, _, body = call(stack.port, "GET", "/reset")
+    assert status == 502 and b"upstream" in body
+    assert stack.metric("inferwatch_sidecar_upstream_errors_total", reason="response_timeout") == 1
+    assert stack.metric("inferwatch_sidecar_upstream_errors_total", reason="reset") == 1
+    assert call(stack.port, "GET", "/still-fine")[0] == 200
+
+
+def test_unreachable_upstream_gives_502_and_not_ready() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    upstream = Upstream()
+    s, stop, thread = start_stack(upstream, upstream=f"http://127.0.0.1:{free}")
+    try:
+        status, _, body = call(s.port, "POST", "/v1/completions", {"model": "m", "prompt": "p"})
+        assert status == 502 and b"unreachable" in body
+        assert s.metric("inferwatch_sidecar_upstream_errors_total", reason="connect_refused") == 1
+        admin = s.sidecar.admin_address[1]
+        assert call(admin, "GET", "/readyz")[0] == 503
+        assert call(admin, "GET", "/healthz")[0] == 200
+    finally:
+        stop.set()
+        thread.join(10)
+        upstream.close()
+
+
+def test_admin_port_serves_readiness_and_metrics(stack: Stack) -> None:
+    admin = stack.sidecar.admin_address[1]
+    assert call(admin, "GET", "/readyz")[0] == 200
+    call(stack.port, "POST", "/v2/models/resnet/infer", oip(1))
+    status, headers, body = call(admin, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert b'inferwatch_sidecar_requests_total{route="oip",status="2xx"} 1.0' in body
+    assert call(stack.port, "GET", "/metrics")[2] == b'{"path": "/metrics", "method": "GET"}'  # the model's own
+
+
+def test_client_disconnect_mid_stream_is_counted_and_the_proxy_goes_on(stack: Stack) -> None:
+    body = json.dumps({"model": "llama", "prompt": "x", "stream": True, "gated": True}).encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        read_chunk(sock, bytearray())
+    deadline = time.monotonic() + 5
+    while stack.metric("inferwatch_sidecar_client_errors_total", reason="disconnect") < 1:
+        assert time.monotonic() < deadline, "the disconnect was not counted"
+        time.sleep(0.02)
+    stack.upstream.release()
+    assert stack.metric("inferwatch_sidecar_capture_skipped_total", route="completions", reason="incomplete") == 1
+    assert call(stack.port, "POST", "/v1/completions", {"model": "m", "prompt": "p"})[0] == 200
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"NONSENSE\r\n\r\n", 400),
+    (b"POST /x HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\n" + b"x-long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+])
+def test_bad_requests_are_refused_and_counted(stack: Stack, raw: bytes, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(raw)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 %d" % status)
+    reason = "head_too_large" if status == 431 else "bad_request"
+    assert stack.metric("inferwatch_sidecar_client_errors_total", reason=reason) == 1
+
+
+def test_chunked_request_body_and_pipelining_pass_through(stack: Stack) -> None:
+    payload = json.dumps(oip(1)).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+    one = b"POST /v2/models/resnet/infer HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n" + chunked
+    two = b"GET /second HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(one + two)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    assert answer.count(b"HTTP/1.1 200") == 2 and answer.endswith(b'{"path": "/second", "method": "GET"}')
+    assert len(stack.events()) == 1  # the chunked OIP request was decoded and captured
+
+
+def test_chunked_decoder_rejects_garbage() -> None:
+    with pytest.raises(HttpError):
+        ChunkedDecoder().feed(b"zz\r\n", None)

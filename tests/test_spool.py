@@ -1,0 +1,233 @@
+"""The disk spool on its own, and the producer spooling and replaying over the in-process bus."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from collectors import EventProducer, Events
+from collectors.spool import Spool, SpoolError, SpoolRecord
+from monitor.events import decode_record
+from monitor.transport import MemoryBus
+from tests.support import events
+
+HEADERS = (("ce_id", b"abc"), ("content-type", b"application/json"))
+
+
+def record(i: int, size: int = 100) -> SpoolRecord:
+    return SpoolRecord(b"%08d" % i + b"x" * (size - 8), b"model/1", HEADERS, events=i % 7 + 1)
+
+
+def framed(rec: SpoolRecord) -> int:
+    """Bytes one record takes on disk: frame (8) + fixed (10) + key + headers + value."""
+    return 8 + 10 + len(rec.key or b"") + sum(2 + len(n) + 4 + len(v) for n, v in rec.headers) + len(rec.value)
+
+
+def test_records_come_back_in_order_across_segments_and_segments_go_once_released(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1000)
+    for i in range(100):
+        assert spool.append(record(i))
+    assert spool.segments == len(list(tmp_path.glob("*.seg"))) > 10
+    got = spool.read(1000)
+    assert [r.value for r in got] == [record(i).value for i in range(100)]
+    assert [(r.key, r.headers, r.events) for r in got] == [(b"model/1", HEADERS, i % 7 + 1) for i in range(100)]
+    assert spool.read(10) == got[:10]  # reading does not release
+    segments = spool.segments
+    spool.release(got[49])
+    assert len(spool) == 50 and spool.read(1)[0].value == record(50).value
+    assert spool.segments < segments
+    spool.release(got[10])  # releasing behind the head is a no-op
+    assert len(spool) == 50
+    spool.release(got[-1])
+    assert (len(spool), spool.segments, spool.bytes, list(tmp_path.glob("*.seg"))) == (0, 0, 0, [])
+    assert spool.append(record(100)) and spool.read(5)[0].value == record(100).value  # usable after emptying
+
+
+def test_read_is_bounded_by_records_and_bytes_but_returns_at_least_one(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=500)
+    for i in range(20):
+        spool.append(record(i, size=100))
+    assert len(spool.read(7)) == 7
+    assert len(spool.read(100, max_bytes=350)) == 4  # stops once 350 value bytes are reached
+    assert len(spool.read(100, max_bytes=1)) == 1
+    with pytest.raises(ValueError, match="max_records"):
+        spool.read(0)
+
+
+def test_max_bytes_bounds_the_files_and_refuses_appends(tmp_path: Path) -> None:
+    rec = record(0, size=200)
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=2_000)
+    accepted = sum(spool.append(rec) for _ in range(100))
+    per_segment = (2_000 - 8) // framed(rec) + 1  # a segment rolls once it reaches segment_bytes
+    segment_size = 8 + per_segment * framed(rec)
+    expected = (10_000 // segment_size) * per_segment + (10_000 % segment_size - 8) // framed(rec)
+    assert accepted == expected == len(spool)
+    assert spool.bytes == sum(p.stat().st_size for p in tmp_path.glob("*.seg")) <= 10_000
+    spool.release(spool.read(per_segment)[-1])  # freeing a segment makes room again
+    assert spool.append(rec)
+
+
+@pytest.mark.parametrize("policy", ["always", "segment", "never"])
+def test_every_fsync_policy_keeps_records_across_reopening(tmp_path: Path, policy: str) -> None:
+    spool = Spool(tmp_path, segment_bytes=300, fsync=policy)  # type: ignore[arg-type]
+    for i in range(10):
+        spool.append(record(i))
+    spool.close()
+    with pytest.raises(SpoolError, match="closed"):
+        spool.append(record(10))
+    again = Spool(tmp_path, segment_bytes=300, fsync=policy)  # type: ignore[arg-type]
+    assert [r.value for r in again.read(100)] == [record(i).value for i in range(10)]
+
+
+def test_bad_settings_fail_with_a_message_naming_them(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fsync"):
+        Spool(tmp_path, fsync="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_bytes"):
+        Spool(tmp_path, max_bytes=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SpoolError, match="cannot create"):
+        Spool(tmp_path / "file" / "spool")
+
+
+def test_reopening_resumes_after_the_released_segments(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=2 * framed(record(0)) + 8)  # two records per segment
+    for i in range(10):
+        spool.append(record(i))
+    got = spool.read(10)
+    spool.release(got[3])  # the end of the second segment: both files go
+    spool.release(got[4])  # half of the third: its file stays, so the record comes back after a restart
+    del spool  # a crash: no close()
+    again = Spool(tmp_path, segment_bytes=2 * framed(record(0)) + 8)
+    assert [r.value for r in again.read(100)] == [record(i).value for i in range(4, 10)]
+    assert again.append(record(10)) and again.read(100)[-1].value == record(10).value
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "bad_crc"])
+def test_a_torn_last_record_is_counted_and_skipped(tmp_path: Path, damage: str) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    for i in range(5):
+        spool.append(record(i))
+    spool.close()
+    (segment,) = tmp_path.glob("*.seg")
+    size = segment.stat().st_size
+    if damage == "cut":  # the process died in the middle of writing record 4
+        os.truncate(segment, size - 30)
+    elif damage == "garbage":
+        with open(segment, "ab") as f:
+            f.write(b"\x00\x00\x01")
+    else:
+        data = bytearray(segment.read_bytes())
+        data[-5] ^= 0xFF
+        segment.write_bytes(bytes(data))
+    again = Spool(tmp_path, segment_bytes=1 << 20)
+    assert again.corrupt_records == 1
+    kept = 5 if damage == "garbage" else 4
+    assert [r.value for r in again.read(100)] == [record(i).value for i in range(kept)]
+    assert again.append(record(9))  # appends go after the last good record
+    assert [r.value for r in Spool(tmp_path).read(100)][-1] == record(9).value
+
+
+def test_a_segment_torn_before_its_magic_is_removed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append(record(0))
+    spool.close()
+    (tmp_path / "00000000000000000002.seg").write_bytes(b"IWSP")
+    again = Spool(tmp_path)
+    assert (again.corrupt_records, len(again), again.segments) == (1, 1, 1)
+
+
+# -- producer + spool over the in-process bus --------------------------------------------------------------
+
+
+def ids_on(bus: MemoryBus, topic: str, group: str = "check") -> list[str]:
+    consumer = bus.consumer([topic], group)
+    out: list[str] = []
+    while got := consumer.poll(0.2):
+        out += [e.request_id for m in got for e in decode_record(m.value)]
+    consumer.close()
+    return out
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(f"inferwatch_collector_{name}", labels)
+    return 0.0 if value is None else value
+
+
+def test_a_full_bus_sends_batches_to_the_spool_and_they_are_replayed_in_order(tmp_path: Path) -> None:
+    # A bus holding 5 records per partition refuses sends until its reader group commits: an outage.
+    bus = MemoryBus(max_records_per_partition=5)
+    reader = bus.consumer(["events"], "reader")
+    registry = CollectorRegistry()
+    producer = EventProducer(bus.producer(), "events", registry=registry, batch_events=10, linger_s=0.005,
+                             spool=Spool(tmp_path, segment_bytes=20_000), ack_timeout_s=1.0)
+    sent = events(400, np.random.default_rng(0))
+    for i in range(0, 400, 10):
+        assert producer.submit(Events(sent[i:i + 10]))
+        time.sleep(0.002)
+    assert producer.flush(10)
+    assert sample(registry, "events_spooled_total") > 300  # everything after the first 5 records
+    assert sample(registry, "spool_bytes") > 0 and sample(registry, "spooling") == 1
+    received: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(set(received)) < 400 and time.monotonic() < deadline:  # drain: the bus takes replays again
+        got = reader.poll(0.1)
+        received += [e.request_id for m in got for e in decode_record(m.value)]
+        if got:
+            reader.commit({("events", got[-1].partition): got[-1].offset + 1})
+    producer.close()
+    assert set(received) == {e.request_id for e in sent}
+    first_seen = list(dict.fromkeys(received))
+    assert first_seen == [e.request_id for e in sent]  # one key: the order is kept through the spool
+    assert sample(registry, "events_replayed_total") == sample(registry, "events_spooled_total")
+    assert sample(registry, "events_acked_total") == 400
+    assert sum(sample(registry, "events_dropped_total", reason=r) for r in ("queue_full", "spool_full")) == 0
+    assert (sample(registry, "spool_bytes"), sample(registry, "spooling")) == (0, 0)
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_a_shutdown_during_an_outage_keeps_events_on_disk_for_the_next_run(tmp_path: Path) -> None:
+    down = MemoryBus(max_records_per_partition=1)
+    down.consumer(["events"], "reader")  # never commits: after one record every send fails
+    sent = events(300, np.random.default_rng(1))
+    first = EventProducer(down.producer(), "events", batch_events=50, spool=Spool(tmp_path), ack_timeout_s=1.0)
+    assert first.submit(Events(sent))
+    first.close(5)
+    assert len(Spool(tmp_path)) == 5  # one batch made it, five are on disk
+
+    registry = CollectorRegistry()
+    up = MemoryBus()
+    second = EventProducer(up.producer(), "events", registry=registry, spool=Spool(tmp_path))
+    second.close(5)
+    assert sorted(ids_on(up, "events")) == sorted(e.request_id for e in sent[50:])
+    assert sample(registry, "events_replayed_total") == 250
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_with_a_full_spool_drops_are_counted_as_spool_full_and_submit_does_not_block(tmp_path: Path) -> None:
+    bus = MemoryBus(max_records_per_partition=1)
+    bus.consumer(["events"], "reader")
+    registry = CollectorRegistry()
+    producer = EventProducer(bus.producer(), "events", registry=registry, capacity=500, batch_events=20,
+                             linger_s=0.001, spool=Spool(tmp_path, max_bytes=20_000), ack_timeout_s=1.0)
+    rng = np.random.default_rng(2)
+    slowest, accepted = 0.0, 0
+    for _ in range(300):
+        batch = Events(events(10, rng))
+        started = time.perf_counter()
+        accepted += 10 * producer.submit(batch)
+        slowest = max(slowest, time.perf_counter() - started)
+        time.sleep(0.001)
+    producer.close(5)
+    assert slowest < 0.05
+    dropped = {r: sample(registry, "events_dropped_total", reason=r) for r in ("spool_full", "queue_full")}
+    assert dropped["spool_full"] > 2000
+    # every event is accounted for: on the bus, in the spool, or dropped (at submit, or at close from memory)
+    assert sample(registry, "events_acked_total") + sample(registry, "events_spooled_total") \
+        + sum(dropped.values()) == 3000
+    assert sample(registry, "events_spooled_total") == sum(r.events for r in Spool(tmp_path).read(10_000)) > 0
+    assert sample(registry, "spool_bytes") <= 20_000
