@@ -62,12 +62,14 @@ class DemoWindow:
     accuracy: float
     estimated_accuracy: float | None  # CBPE, from calibrated probabilities, without labels
     labelled_accuracy: float | None  # from the labels reviewers sent back (one request in five)
+    latency_p95_ms: float | None  # forward latency of the window's requests (GPU time when on a GPU)
     detectors: tuple[str, ...]  # every detector that found a change in this window
 
 
 @dataclass(frozen=True)
 class DemoReport:
     transport: str
+    device: str
     drift: str
     windows: int
     window_size: int
@@ -237,7 +239,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
                              seconds_after_start=round(a.window_end - started_wall(started), 3))
                    for a in channel.alerts)
     per_window = tuple(_window_summary(by_window[w], w >= inject_at, accuracy[w]) for w in range(windows))
-    return DemoReport(transport="kafka" if kafka else "embedded", drift=drift, windows=windows,
+    return DemoReport(transport="kafka" if kafka else "embedded", device="cpu", drift=drift, windows=windows,
                       window_size=window_size, drift_injected_at_window=inject_at, train_accuracy=train_acc,
                       test_accuracy=test_acc, train_seconds=round(train_seconds, 2),
                       elapsed_seconds=round(time.monotonic() - started, 2), events=windows * window_size,
@@ -250,6 +252,8 @@ def _window_summary(r: WindowResult, injected: bool, accuracy: float) -> DemoWin
                       prediction_drift=r.prediction_drifted, drifted_features=r.drifted_features, accuracy=accuracy,
                       estimated_accuracy=None if r.cbpe is None else round(r.cbpe.expected_accuracy, 4),
                       labelled_accuracy=None if r.quality is None else round(r.quality.accuracy, 4),
+                      latency_p95_ms=None if r.latency is None else round(
+                          (r.latency.gpu_p95 if r.latency.gpu_n else r.latency.p95) * 1000, 3),
                       detectors=tuple(f.detector for f in found if f.drifted))
 
 
@@ -260,15 +264,17 @@ def started_wall(monotonic_start: float) -> float:
 
 def format_report(r: DemoReport) -> str:
     lines = [f"inferwatch demo: {r.events} digit images through a CNN on the {r.transport} transport, "
-             f"{r.drift} drift injected at window {r.drift_injected_at_window}", ""]
-    lines.append(" window  traffic   accuracy: true  estimated  labelled   found")
+             f"{r.drift} drift injected at window {r.drift_injected_at_window}; latency is {r.device} wall time "
+             f"(CUDA-event time on a GPU)", ""]
+    lines.append(" window  traffic   accuracy: true  estimated  labelled  p95 latency   found")
     for w in r.per_window:
         found = [("inputs: " + ", ".join(w.drifted_features)) if d == "feature_drift" else d.replace("_", " ")
                  for d in w.detectors]
         est = "-" if w.estimated_accuracy is None else f"{w.estimated_accuracy:.3f}"
         lab = "-" if w.labelled_accuracy is None else f"{w.labelled_accuracy:.3f}"
+        p95 = "-" if w.latency_p95_ms is None else f"{w.latency_p95_ms:.2f} ms"
         lines.append(f" {w.window:>6}  {'DRIFTED' if w.drift_injected else 'clean':<8}  {w.accuracy:>14.3f}  {est:>9}  "
-                     f"{lab:>8}   {'; '.join(found) or '-'}")
+                     f"{lab:>8}  {p95:>11}   {'; '.join(found) or '-'}")
     lines.append("")
     if not r.alerts:
         lines.append("no alerts")

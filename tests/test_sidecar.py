@@ -434,3 +434,22 @@ def test_chunked_request_body_and_pipelining_pass_through(stack: Stack) -> None:
 def test_chunked_decoder_rejects_garbage() -> None:
     with pytest.raises(HttpError):
         ChunkedDecoder().feed(b"zz\r\n", None)
+
+
+def test_a_stream_that_finishes_without_text_is_an_empty_completion_event() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from collectors.sidecar import Capturer, Exchange, SidecarConfig, sidecar_metrics
+
+    body = (b'data: {"id":"c","object":"text_completion","model":"m","choices":[{"index":0,"text":"",'
+            b'"finish_reason":"stop"}]}\n\n'
+            b'data: {"id":"c","object":"text_completion","model":"m","choices":[],'
+            b'"usage":{"prompt_tokens":4,"completion_tokens":0,"total_tokens":4}}\n\ndata: [DONE]\n\n')
+    exchange = Exchange(route="completions", path="/v1/completions", request_id="r-empty", time=1.0,
+                        request_body=b'{"model":"m","prompt":"Hi","stream":true}', status=200, response_body=body,
+                        event_stream=True, pieces=[(0.01, len(body))], started=0.0, finished=0.02)
+    (event,) = Capturer(SidecarConfig(), sidecar_metrics(CollectorRegistry())).capture(exchange)
+    assert event.generation is not None
+    assert (event.generation.output_tokens, event.generation.output_chars) == (0, 0)
+    assert event.generation.stop_reason == "stop" and event.latency is not None
+    assert event.latency.time_to_first_token_s is None

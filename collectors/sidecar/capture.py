@@ -316,13 +316,15 @@ class Capturer:
         estimated = False
         if ex.event_stream:
             text, finish, usage, logprobs, times, model = self._stream(ex)
-            if not times:
-                raise CaptureError("incomplete", "the stream carried no text event")
+            if not times and finish is None:
+                raise CaptureError("incomplete", "the stream carried no text event and no finish reason")
+            # A stream that finished without text is an empty completion: exactly what the empty-output rate
+            # must count, so it is an event (with no time to first token), not a skipped capture.
             estimated = usage is None
             prompt_tokens = usage.prompt_tokens if usage is not None else 0
             tokens = usage.completion_tokens if usage is not None else len(times)
-            ttft = max(0.0, times[0] - ex.started)
-            if tokens > 1:
+            ttft = max(0.0, times[0] - ex.started) if times else None
+            if tokens > 1 and times:
                 tpot = max(0.0, times[-1] - times[0]) / (tokens - 1)
         else:
             response: _Completion = _decode(_completion, ex.response_body, "completion response")
