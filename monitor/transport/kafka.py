@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # How long a forced producer close waits for kafka-python's I/O thread to fail the pending batches.
 _FORCE_CLOSE_JOIN_S = 5.0
+#: How long a new consumer waits for its topics to appear in its metadata before joining its group anyway
+#: (a topic that does not exist yet is created on first use by the broker, or never).
+_TOPIC_METADATA_WAIT_S = 10.0
 
 _kafka_log = logging.getLogger("kafka")
 if _kafka_log.level == logging.NOTSET:
@@ -215,7 +219,14 @@ class KafkaTransport(Transport):
         self._check_open()
         config = {"client_id": f"{self.client_id}-{group}", **self._consumer_config, "group_id": group}
         try:
-            client = KafkaConsumer(*names, **config)
+            client = KafkaConsumer(**config)
+            # Join the group only once this member's metadata lists the topics: a member that joins without it
+            # is assigned nothing and waits for a metadata refresh and a rebalance (seen in CI: > 30 s).
+            deadline = time.monotonic() + _TOPIC_METADATA_WAIT_S
+            for name in names:
+                while client.partitions_for_topic(name) is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            client.subscribe(list(names))
         except KafkaError as exc:
             raise self._connect_error("consumer", exc) from exc
         consumer = _KafkaConsumer(client, self)
