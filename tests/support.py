@@ -1,15 +1,51 @@
-"""Helpers shared by the pipeline, daemon and end-to-end tests: a seeded reference and event streams."""
+"""Helpers shared by the tests: free ports, waiting on a condition, a seeded reference and event streams."""
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from detectors import build_reference
 from monitor.events import InferenceEvent, Latency
 from monitor.profiles import Profile, save_profile
+
+T = TypeVar("T")
+
+#: How long tests wait for something that normally takes milliseconds: generous, because CI shares two cores
+#: with other work. A test waits on a condition up to this deadline; it never asserts how fast it came.
+DEADLINE_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout_s: float = DEADLINE_S, interval_s: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy and return that; fail naming ``what`` after
+    ``timeout_s``. Exceptions from ``condition`` count as "not yet" (a server still starting, say)."""
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # not there yet; the last one is reported on timeout
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}"
+                                 + (f" (last error: {last!r})" if last is not None else ""))
+        time.sleep(interval_s)
+
 
 FEATURES = ("f0", "f1", "f2", "f3")
 PRIORS = np.array([0.5, 0.3, 0.2])
