@@ -1,40 +1,44 @@
 """Per-model detector state and the evaluation of one closed window against the model's profile.
 
 :class:`WatchedModel` knows which columns a model's windows hold (from its profile: numeric and categorical
-features, classes, calibration, embeddings, LLM distributions) and owns the detectors with state across
-windows (the MMD detector's reference tensor, CUSUM, SLO burn rates, the labels joined since the last
-window). :func:`evaluate` turns a :class:`~monitor.windows.ClosedWindow` into a frozen :class:`WindowResult`.
+features, classes, calibration, embeddings, LLM distributions), builds the registered detectors the profile and
+config give something to do (:data:`monitor.detection.REGISTRY`), and turns a
+:class:`~monitor.windows.ClosedWindow` into a frozen :class:`WindowResult`. A detector that raises on a window is
+isolated: the failure is recorded in the result (the pipeline counts and logs it) and every other detector's
+result for that window still stands.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from detectors import (
-    CUSUM,
-    SLO,
-    BurnRateMonitor,
     BurnRateResult,
     CBPEResult,
-    LatencyHistogram,
     LLMQualityResult,
     PredictionDriftResult,
     QualityResult,
     WindowDriftResult,
-    cbpe,
-    labelled_quality,
-    llm_quality,
-    prediction_drift,
-    window_drift,
-    z_from_p,
 )
-from detectors.mmd import MMDDetector, MMDResult
-from monitor.config import Config
+from detectors.mmd import MMDResult
+from monitor.config import DetectConfig, WindowConfig
+from monitor.detection import (
+    LLM_COLUMNS,
+    REGISTRY,
+    Detector,
+    Finding,
+    Inputs,
+    JoinedFeedback,
+    LatencySummary,
+    ModelContext,
+    SlowDriftResult,
+)
 from monitor.errors import EventError
 from monitor.events import InferenceEvent
 from monitor.profiles import Profile
@@ -42,35 +46,23 @@ from monitor.windows import ClosedWindow, Column, Layout, Values
 
 log = logging.getLogger(__name__)
 
-LLM_COLUMNS = ("output_tokens", "mean_logprob", "empty", "refusal", "ttft_s", "tpot_s")
+__all__ = ["DetectorFailure", "WatchedModel", "WindowResult", "plain"]
 
 
 @dataclass(frozen=True)
-class LatencySummary:
-    """Per-window latency percentiles (seconds) from a mergeable histogram; GPU time where measured."""
+class DetectorFailure:
+    """A detector that raised on a window: its name and the exception, in one line."""
 
-    n: int
-    p50: float
-    p95: float
-    p99: float
-    gpu_n: int = 0
-    gpu_p50: float = float("nan")
-    gpu_p95: float = float("nan")
-    gpu_p99: float = float("nan")
-
-
-@dataclass(frozen=True)
-class SlowDrift:
-    """CUSUM over windows of the feature-drift evidence."""
-
-    statistic: float
-    threshold: float
-    drifted: bool
+    detector: str
+    error: str
 
 
 @dataclass(frozen=True)
 class WindowResult:
-    """Everything the detectors said about one window; published to the results topic as JSON."""
+    """Everything the detectors said about one window; published to the results topic as JSON.
+
+    ``results`` maps each detector that ran to its frozen result, ``findings`` holds what they said (one per
+    detector that can find something), ``failures`` the detectors that raised on this window."""
 
     window_id: str
     model: str
@@ -81,52 +73,70 @@ class WindowResult:
     last_time: float
     closed_by: str
     training_run: str | None
-    drift: WindowDriftResult | None = None
-    prediction: PredictionDriftResult | None = None
-    embedding: MMDResult | None = None
-    cbpe: CBPEResult | None = None
-    quality: QualityResult | None = None
-    llm: LLMQualityResult | None = None
-    latency: LatencySummary | None = None
-    slo: BurnRateResult | None = None
-    slow_drift: SlowDrift | None = None
+    results: dict[str, Any]
+    findings: tuple[Finding, ...] = ()
+    failures: tuple[DetectorFailure, ...] = ()
+
+    @property
+    def drifted(self) -> bool:
+        return any(f.drifted for f in self.findings)
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        return () if self.drift is None else tuple(self.drift.drifted_features)
+
+    # Typed views of the built-in detectors' results (None when the detector did not run on this window).
+    @property
+    def drift(self) -> WindowDriftResult | None:
+        return self.results.get("feature_drift")
+
+    @property
+    def prediction(self) -> PredictionDriftResult | None:
+        return self.results.get("prediction_drift")
 
     @property
     def prediction_drifted(self) -> bool:
         return self.prediction is not None and self.prediction.drifted
 
     @property
-    def drifted_features(self) -> tuple[str, ...]:
-        return () if self.drift is None else tuple(self.drift.drifted_features)
+    def embedding(self) -> MMDResult | None:
+        return self.results.get("embedding_drift")
 
+    @property
+    def cbpe(self) -> CBPEResult | None:
+        return self.results.get("estimated_quality")
 
-@dataclass
-class _Labels:
-    """Joined labels waiting for the next labelled-quality evaluation; the newest ``limit`` are kept."""
+    @property
+    def quality(self) -> QualityResult | None:
+        return self.results.get("labelled_quality")
 
-    limit: int
-    y_true: list[int] = field(default_factory=list)
-    y_pred: list[int] = field(default_factory=list)
-    accepted: list[bool] = field(default_factory=list)
+    @property
+    def llm(self) -> LLMQualityResult | None:
+        return self.results.get("llm_quality")
 
-    def add(self, y_true: Sequence[int], y_pred: Sequence[int]) -> None:
-        self.y_true.extend(y_true)
-        self.y_pred.extend(y_pred)
-        del self.y_true[: -self.limit], self.y_pred[: -self.limit]
+    @property
+    def latency(self) -> LatencySummary | None:
+        return self.results.get("latency")
 
-    def add_accepted(self, accepted: Sequence[bool]) -> None:
-        self.accepted.extend(accepted)
-        del self.accepted[: -self.limit]
+    @property
+    def slo(self) -> BurnRateResult | None:
+        return self.results.get("latency_slo")
+
+    @property
+    def slow_drift(self) -> SlowDriftResult | None:
+        return self.results.get("slow_drift")
 
 
 class WatchedModel:
-    """One model version: its profile, the layout of its windows, and detectors with cross-window state."""
+    """One model version: its profile, the layout of its windows, and its detectors (some with state across
+    windows: the MMD reference tensor, CUSUM, SLO burn rates, the labels joined since the last window)."""
 
-    def __init__(self, profile: Profile, config: Config, training_run: str | None = None) -> None:
+    def __init__(self, profile: Profile, detect: DetectConfig, window: WindowConfig,
+                 training_run: str | None = None) -> None:
         self.profile = profile
-        self.config = config
         self.training_run = training_run or profile.training_run
         self.names = profile.feature_names
+        self._known = frozenset(self.names)
         self.categories = profile.categorical_names
         self.label_index = {label: i for i, label in enumerate(profile.class_labels)}
         self.n_classes = len(profile.class_labels)
@@ -143,31 +153,31 @@ class WatchedModel:
         if profile.llm is not None:
             layout["llm"] = Column(len(LLM_COLUMNS))
         self.layout: Layout = layout
-        detect = config.detect
-        self._mmd: MMDDetector | None = None
-        self._mmd_failed = False
-        self._cusum = CUSUM(k=detect.slow_drift.k, false_alarm_rate=detect.slow_drift.false_alarm_rate) \
-            if detect.slow_drift.enabled and self.names else None
-        self._burn = BurnRateMonitor(SLO(detect.slo.threshold_s, detect.slo.objective)) if detect.slo else None
-        self._labels = _Labels(limit=detect.quality.window)
+        context = ModelContext(profile=profile, detect=detect, window=window)
+        self.detectors: list[Detector[Any]] = [d for d in (cls.build(context) for cls in REGISTRY) if d is not None]
+        self._feedback = JoinedFeedback(limit=detect.quality.window)
 
     # -- events -> window values -----------------------------------------------------------------------
     def values(self, event: InferenceEvent) -> Values | EventError:
-        """The event's window values in profile order, or why the profile cannot take it."""
-        missing = [name for name in self.names if name not in event.features]
-        if missing:
-            return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} lacks feature(s) "
-                                                  f"{missing[:5]} of the profile")
-        if len(event.features) != len(self.names):
-            extra = sorted(set(event.features) - set(self.names))[:5]
-            return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has feature(s) {extra} "
-                                                  f"the profile does not know")
+        """The event's window values in profile order, or why the profile cannot take it.
+
+        A profile feature that is absent or ``null`` is missing (NaN): the statistics run per feature on the
+        values present. A feature the profile does not know, or an event with none of the profile's features,
+        is a mismatch (most likely events of another model)."""
+        extra = sorted(set(event.features) - self._known)[:5]
+        if extra:
+            return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has feature(s) "
+                                                  f"{extra} the profile does not know")
+        if self.names and not event.features:
+            return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has none of the "
+                                                  f"profile's features {list(self.names[:5])}")
         prediction = self.class_index(event.prediction)
         if isinstance(prediction, EventError):
             return prediction
         latency = event.latency
+        numeric = [event.features.get(name) for name in self.names]
         values: dict[str, object] = {
-            "numeric": [event.features[name] for name in self.names],
+            "numeric": [math.nan if v is None else v for v in numeric],
             "prediction": prediction,
             "latency": None if latency is None else (latency.total_s, np.nan if latency.gpu_s is None
                                                      else latency.gpu_s),
@@ -213,116 +223,42 @@ class WatchedModel:
     # -- feedback ----------------------------------------------------------------------------------------
     def add_labels(self, y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> None:
         """True and predicted classes joined from feedback, for the next labelled-quality evaluation."""
-        self._labels.add([int(v) for v in y_true], [int(v) for v in y_pred])
+        self._feedback.add_labels([int(v) for v in y_true], [int(v) for v in y_pred])
 
     def add_acceptances(self, accepted: Sequence[bool] | np.ndarray) -> None:
         """Accept/reject feedback joined to generations."""
-        self._labels.add_accepted([bool(v) for v in accepted])
+        self._feedback.add_accepted([bool(v) for v in accepted])
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def evaluate(self, window: ClosedWindow) -> WindowResult:
-        cfg, p = self.config.detect, self.profile
-        min_samples = self.config.window.min_samples
-        name, version = window.key.rsplit("/", 1)
-        drift = None
-        if p.reference is not None:
-            drift = window_drift(p.reference, window.features, categorical=p.categorical,
-                                 codes=window.columns.get("codes"), alpha=cfg.alpha, correction=cfg.correction,
-                                 min_effect=cfg.min_effect, min_effect_categorical=cfg.min_effect_categorical,
-                                 min_samples=min_samples)
-        prediction = None
-        if p.reference is not None and p.reference.class_priors is not None and window.predictions.size:
-            prediction = prediction_drift(p.reference, window.predictions, alpha=cfg.alpha,
-                                          min_effect=cfg.min_effect_classes, min_samples=min_samples)
-        probs = window.present("probs")
-        estimated = None
-        if probs is not None and p.calibrator is not None and p.reference_accuracy is not None:
-            # seeded by the window id: a replayed window gets the same bootstrap interval
-            estimated = cbpe(probs, p.calibrator, p.reference_accuracy, alpha=cfg.alpha,
-                             min_effect=cfg.min_effect_quality, min_samples=min_samples,
-                             seed=zlib.crc32(window.window_id.encode()))
-        return WindowResult(
-            window_id=window.window_id, model=name, version=version, index=window.index, n_events=window.n,
-            first_time=window.first_time, last_time=window.last_time, closed_by=window.reason,
-            training_run=self.training_run, drift=drift, prediction=prediction,
-            embedding=self._embedding(window), cbpe=estimated, quality=self._quality(), llm=self._llm(window),
-            latency=_latency(window), slo=self._slo(window), slow_drift=self._slow(drift))
-
-    def _embedding(self, window: ClosedWindow) -> MMDResult | None:
-        current = window.present("embedding")
-        if current is None or self.profile.embeddings is None or self._mmd_failed:
-            return None
-        cfg = self.config.detect.embedding
-        if self._mmd is None:
+        """Run every detector on the window; one that raises is recorded in ``failures`` and skipped."""
+        results: dict[str, Any] = {}
+        found: list[Finding] = []
+        failures: list[DetectorFailure] = []
+        inputs = Inputs(window=window, feedback=self._feedback, earlier=results)
+        for detector in self.detectors:
             try:
-                self._mmd = MMDDetector(self.profile.embeddings, bandwidth=self.profile.embedding_bandwidth,
-                                        permutations=cfg.permutations, alpha=self.config.detect.alpha,
-                                        linear_above=cfg.linear_above, min_samples=self.config.window.min_samples)
-            except ImportError as exc:  # torch is an optional extra: say so once, keep the other detectors
-                self._mmd_failed = True
-                log.error("embedding drift disabled for %s/%s: %s", self.profile.model, self.profile.version, exc)
-                return None
-        return self._mmd.test(current[: cfg.max_rows])
-
-    def _quality(self) -> QualityResult | None:
-        labels, cfg = self._labels, self.config.detect
-        if len(labels.y_true) < self.config.window.min_samples or self.profile.reference_accuracy is None:
-            return None
-        result = labelled_quality(np.array(labels.y_true), np.array(labels.y_pred), self.n_classes,
-                                  self.profile.reference_accuracy, alpha=cfg.alpha,
-                                  min_effect=cfg.min_effect_quality, min_samples=self.config.window.min_samples)
-        labels.y_true.clear()
-        labels.y_pred.clear()
-        return result
-
-    def _llm(self, window: ClosedWindow) -> LLMQualityResult | None:
-        rows = window.present("llm")
-        if rows is None or self.profile.llm is None:
-            return None
-        accepted = np.array(self._labels.accepted, dtype=bool) if self._labels.accepted else None
-        self._labels.accepted.clear()
-        cfg = self.config.detect
-        return llm_quality(self.profile.llm, output_tokens=rows[:, 0], mean_logprob=rows[:, 1],
-                           empty=rows[:, 2] > 0, refusal=rows[:, 3] > 0, ttft_s=rows[:, 4], tpot_s=rows[:, 5],
-                           accepted=accepted, alpha=cfg.alpha, min_samples=self.config.window.min_samples,
-                           min_effect=cfg.min_effect_llm)
-
-    def _slo(self, window: ClosedWindow) -> BurnRateResult | None:
-        if self._burn is None:
-            return None
-        total = window.columns["latency"][:, 0]
-        total = total[~np.isnan(total)]
-        if total.size:
-            self._burn.observe(window.last_time, total)
-        return self._burn.evaluate(window.last_time)
-
-    def _slow(self, drift: WindowDriftResult | None) -> SlowDrift | None:
-        """Accumulate evidence across windows; report only what no single window showed."""
-        if self._cusum is None or drift is None or drift.numeric.insufficient:
-            return None
-        # The window's evidence: the smallest adjusted p-value across its features, as a N(0,1) score.
-        p_min = min((f.p_adjusted for f in drift.numeric.features), default=1.0)
-        alarm = self._cusum.update(float(z_from_p(p_min)))
-        statistic = self._cusum.statistic
-        if alarm or drift.drifted:  # evidence used up: a window-level finding already reports this change
-            self._cusum.reset()
-        return SlowDrift(statistic=float(statistic), threshold=float(self._cusum.threshold),
-                         drifted=alarm and not drift.drifted)
+                result = detector.evaluate(inputs)
+                finding = None if result is None else detector.finding(result)
+            except Exception as exc:  # isolation: one detector's failure must not cost the others' results
+                failures.append(DetectorFailure(detector.name, f"{type(exc).__name__}: {exc}"[:500]))
+                log.debug("detector %s failed on window %s", detector.name, window.window_id, exc_info=True)
+                continue
+            if result is not None:
+                results[detector.name] = result
+            if finding is not None:
+                found.append(finding)
+        name, version = window.key.rsplit("/", 1)
+        return WindowResult(window_id=window.window_id, model=name, version=version, index=window.index,
+                            n_events=window.n, first_time=window.first_time, last_time=window.last_time,
+                            closed_by=window.reason, training_run=self.training_run, results=results,
+                            findings=tuple(found), failures=tuple(failures))
 
 
-def _latency(window: ClosedWindow) -> LatencySummary | None:
-    latency = window.columns["latency"]
-    total, gpu = latency[:, 0], latency[:, 1]
-    total, gpu = total[~np.isnan(total)], gpu[~np.isnan(gpu)]
-    if not total.size:
-        return None
-    hist = LatencyHistogram()
-    hist.add(total)
-    p50, p95, p99 = (float(q) for q in hist.quantile(np.array([0.5, 0.95, 0.99])))
-    if not gpu.size:
-        return LatencySummary(n=int(total.size), p50=p50, p95=p95, p99=p99)
-    gpu_hist = LatencyHistogram()
-    gpu_hist.add(gpu)
-    g50, g95, g99 = (float(q) for q in gpu_hist.quantile(np.array([0.5, 0.95, 0.99])))
-    return LatencySummary(n=int(total.size), p50=p50, p95=p95, p99=p99, gpu_n=int(gpu.size), gpu_p50=g50,
-                          gpu_p95=g95, gpu_p99=g99)
+def plain(value: object) -> object:
+    """``enc_hook`` for msgspec: numpy scalars and arrays in a result, as JSON-able Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise NotImplementedError(f"cannot encode {type(value).__name__} in a window result")

@@ -21,10 +21,9 @@ import msgspec
 from monitor.alerts import Alert, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.errors import EventError
-from monitor.evaluation import WatchedModel, WindowResult
+from monitor.evaluation import WatchedModel, WindowResult, plain
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
 from monitor.feedback import FeedbackJoin
-from monitor.findings import findings
 from monitor.metrics import DaemonMetrics, export_result
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
@@ -62,7 +61,8 @@ class Pipeline:
                  on_result: Callable[[WindowResult], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self._models = {m.key: WatchedModel(profiles[m.key], config, m.training_run) for m in config.models}
+        self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run)
+                        for m in config.models}
         self._consumer = consumer
         self._producer = producer
         self._metrics = metrics
@@ -85,10 +85,24 @@ class Pipeline:
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_messages: int | None = None, poll_timeout_s: float = 0.2) -> None:
-        """Process until ``stop`` is set (or ``max_messages`` records), then commit what is safe."""
+        """Process until ``stop`` is set (or ``max_messages`` records), then commit what is safe.
+
+        On the embedded bus nothing would replay the events of open windows after the process ends, so when
+        ``stop`` is set their events are evaluated as partial windows (closed by ``"shutdown"``); on Kafka
+        they stay uncommitted and the next run replays them under the same window ids."""
         while not stop.is_set() and (max_messages is None or self.messages < max_messages):
             self.step(poll_timeout_s)
+        if stop.is_set() and self.config.kafka is None:
+            self.close_open_windows()
         self.commit()
+
+    def close_open_windows(self) -> int:
+        """Evaluate every open window now, as it is (the embedded bus at shutdown); returns how many."""
+        windows = self._windows.close_all("shutdown")
+        for window in windows:
+            log.info("shutdown: evaluating open window %s with %d events", window.window_id, window.n)
+            self._evaluate(window)
+        return len(windows)
 
     def step(self, poll_timeout_s: float = 0.2) -> int:
         """One poll: handle its records, close due windows, commit when a window closed or every 5 s."""
@@ -124,6 +138,17 @@ class Pipeline:
 
     # -- records ---------------------------------------------------------------------------------------
     def _handle(self, message: Message) -> int:
+        """Handle one record; whatever it holds, an unexpected failure costs that record only (dead-lettered
+        with reason ``processing_error``, logged with its traceback, counted), never the daemon."""
+        try:
+            return self._handle_record(message)
+        except Exception as exc:
+            log.exception("record %s-%d:%d could not be processed", message.topic, message.partition, message.offset)
+            self._consumed[(message.topic, message.partition)] = message.offset + 1
+            self._reject(message, EventError("processing_error", f"{type(exc).__name__}: {exc}"))
+            return 0
+
+    def _handle_record(self, message: Message) -> int:
         self.messages += 1
         self._metrics.records_consumed.inc()
         tp = (message.topic, message.partition)
@@ -232,11 +257,15 @@ class Pipeline:
         started = time.perf_counter()
         result = model.evaluate(window)
         self._metrics.window_seconds.observe(time.perf_counter() - started)
-        found = findings(result)
-        export_result(self._metrics, result, found)
+        for failure in result.failures:
+            self._bad.warning(f"detector:{failure.detector}", f"detector {failure.detector} failed on window "
+                                                              f"{result.window_id}: {failure.error}")
+        found = result.findings
+        export_result(self._metrics, result)
         log.info("window %s #%d: %d events; %s", result.window_id, result.index, result.n_events,
                  "; ".join(f"{f.detector}: {f.summary}" for f in found if f.drifted) or "nothing found")
-        self._producer.send(self.config.topics.results, msgspec.json.encode(result), window.key.encode(),
+        self._producer.send(self.config.topics.results, msgspec.json.encode(result, enc_hook=plain),
+                            window.key.encode(),
                             [("content-type", b"application/json")])
         if self._on_result is not None:
             self._on_result(result)
@@ -254,3 +283,4 @@ class Pipeline:
         for alert in alerts:
             for channel in self._channels:
                 channel.send(alert)
+

@@ -68,7 +68,7 @@ class ClosedWindow:
     columns: Mapping[str, np.ndarray]
     first_time: float
     last_time: float
-    reason: str  # "full" or "timeout"
+    reason: str  # "full", "timeout", "shutdown" or "offline"
 
     @property
     def features(self) -> np.ndarray:
@@ -120,6 +120,10 @@ class Windows:
         """Close windows open longer than ``max_seconds`` that hold at least ``min_samples`` events."""
         due = [k for k, w in self._open.items() if now - w.opened_at >= self.max_seconds and w.n >= self.min_samples]
         return [self._close(k, "timeout") for k in due]
+
+    def close_all(self, reason: str) -> list[ClosedWindow]:
+        """Close every open window now, whatever it holds (shutdown of the embedded bus)."""
+        return [self._close(k, reason) for k in list(self._open)]
 
     def safe_positions(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, Resume]:
         """Where each partition may be committed: after everything consumed, except where an open window

@@ -42,7 +42,7 @@ def test_same_distribution_reports_no_drifted_feature(tmp_path: Path, capsys: py
     ref, cur = write_npz(tmp_path / "ref.npz", {}, 1), write_npz(tmp_path / "cur.npz", {}, 2)
     code, out = run_json(capsys, "drift", "--reference", str(ref), "--current", str(cur), "--json")
     assert code == 0 and out["drifted"] is False and out["drifted_features"] == []
-    assert len(out["drift"]["numeric"]["features"]) == 8  # type: ignore[index]
+    assert len(out["results"]["feature_drift"]["numeric"]["features"]) == 8  # type: ignore[index]
 
 
 def test_shifted_samples_name_the_shifted_features(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,179 @@
+"""The one protocol every detector of a window implements, and the shapes it deals in.
+
+A detector is a small class in its own module of this package:
+
+* ``name``: what findings, metrics, alert rules and the results topic call it (``"feature_drift"``);
+* ``needs``: the window columns it reads (``"numeric"``, ``"codes"``, ``"prediction"``, ``"probs"``,
+  ``"embedding"``, ``"llm"``, ``"latency"``; ``"labels"`` and ``"acceptances"`` for joined feedback);
+* ``build(model)``: an instance for one watched model, or None when the model's profile or the config gives it
+  nothing to do (no embeddings in the profile, no SLO configured, ...);
+* ``evaluate(inputs)``: the window and the reference in, a frozen result out (or None: no data this window);
+* ``finding(result)``: what the result says, in the one shape alert rules, logs and printers read;
+* ``samples(result)``: the values of its Prometheus gauges (declared in ``gauges``);
+* ``details(result)``: lines a printer shows under the finding (a per-feature table, say).
+
+:class:`DetectorBase` gives the optional parts (no gauges, no samples, no details) their defaults.
+
+The registry (:mod:`monitor.detection.registry`) lists the detector classes; :class:`~monitor.evaluation.WatchedModel`,
+the offline ``drift`` command, the metrics export and the printers iterate over it. Adding a detector is one new
+module and one line in the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import numpy as np
+
+from monitor.config import DetectConfig, WindowConfig
+from monitor.profiles import Profile
+from monitor.windows import ClosedWindow
+
+__all__ = [
+    "Detector",
+    "DetectorBase",
+    "DetectorClass",
+    "Finding",
+    "GaugeSpec",
+    "Inputs",
+    "JoinedFeedback",
+    "ModelContext",
+    "Sample",
+]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one detector says about one window: for alert rules, logs, the demo and ``inferwatch drift``."""
+
+    detector: str
+    drifted: bool
+    insufficient: bool
+    features: tuple[str, ...]
+    summary: str
+
+
+@dataclass(frozen=True)
+class GaugeSpec:
+    """A Prometheus gauge a detector sets; it is labelled ``model``, ``version`` and then ``labels``."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One value of a detector's gauge for the last window; ``labels`` in the gauge's ``labels`` order."""
+
+    gauge: str
+    value: float
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a detector may know about the model it watches: its profile and its config sections."""
+
+    profile: Profile
+    detect: DetectConfig
+    window: WindowConfig
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.profile.class_labels)
+
+
+@dataclass
+class JoinedFeedback:
+    """Feedback joined to its inference since the last evaluation; the newest ``limit`` of each are kept."""
+
+    limit: int
+    y_true: list[int] = field(default_factory=list)
+    y_pred: list[int] = field(default_factory=list)
+    accepted: list[bool] = field(default_factory=list)
+
+    def add_labels(self, y_true: Sequence[int], y_pred: Sequence[int]) -> None:
+        self.y_true.extend(y_true)
+        self.y_pred.extend(y_pred)
+        del self.y_true[: -self.limit], self.y_pred[: -self.limit]
+
+    def add_accepted(self, accepted: Sequence[bool]) -> None:
+        self.accepted.extend(accepted)
+        del self.accepted[: -self.limit]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a detector's ``evaluate`` gets: the closed window, joined feedback, and the results of the detectors
+    evaluated before it on the same window (registry order), e.g. slow drift reads feature drift's."""
+
+    window: ClosedWindow
+    feedback: JoinedFeedback
+    earlier: Mapping[str, object]
+
+    def column(self, name: str) -> np.ndarray | None:
+        """Rows of a column for the events that carried it (see :meth:`ClosedWindow.present`)."""
+        return self.window.present(name)
+
+
+class Detector(Protocol[R]):
+    """One detector of one watched model (see the module docstring)."""
+
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]]
+    gauges: ClassVar[tuple[GaugeSpec, ...]]
+
+    def evaluate(self, inputs: Inputs) -> R | None: ...
+
+    @staticmethod
+    def finding(result: R) -> Finding | None: ...
+
+    @staticmethod
+    def samples(result: R) -> Iterable[Sample]: ...
+
+    @staticmethod
+    def details(result: R) -> list[str]: ...
+
+
+class DetectorClass(Protocol):
+    """The class side of a detector: what the registry holds."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs(self) -> tuple[str, ...]: ...
+
+    @property
+    def gauges(self) -> tuple[GaugeSpec, ...]: ...
+
+    @classmethod
+    def build(cls, model: ModelContext) -> Detector[Any] | None: ...
+
+    @staticmethod
+    def finding(result: Any) -> Finding | None: ...
+
+    @staticmethod
+    def samples(result: Any) -> Iterable[Sample]: ...
+
+    @staticmethod
+    def details(result: Any) -> list[str]: ...
+
+
+class DetectorBase:
+    """Defaults for the optional parts of :class:`Detector`."""
+
+    gauges: ClassVar[tuple[GaugeSpec, ...]] = ()
+
+    @staticmethod
+    def samples(result: Any) -> Iterable[Sample]:
+        return ()
+
+    @staticmethod
+    def details(result: Any) -> list[str]:
+        return []
