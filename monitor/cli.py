@@ -161,7 +161,8 @@ def _drift(args: argparse.Namespace) -> int:
 
     from monitor.config import DetectConfig
     from monitor.datafiles import read_table
-    from monitor.findings import findings
+    from monitor.detection import BY_NAME
+    from monitor.evaluation import plain
     from monitor.offline import compare
 
     if not 0 < args.alpha < 1:
@@ -170,34 +171,25 @@ def _drift(args: argparse.Namespace) -> int:
         raise InferwatchError(f"--min-effect must be in [0, 1], got {args.min_effect}")
     detect = DetectConfig(alpha=args.alpha, correction=args.correction, min_effect=args.min_effect)
     result = compare(read_table(args.reference), read_table(args.current), detect, min_samples=args.min_samples)
-    found = findings(result)
+    found = result.findings
     drifted = [f for f in found if f.drifted]
     if args.json:
-        report = msgspec.to_builtins(result)
+        report = msgspec.to_builtins(result, enc_hook=plain)
         report["findings"] = [msgspec.to_builtins(f) for f in found]
         report["drifted"] = bool(drifted)
         report["drifted_features"] = list(result.drifted_features)
         print(json.dumps(report, default=float))
         return 1 if drifted else 0
     print(f"reference {args.reference} vs current {args.current} ({result.n_events} rows)")
-    if result.drift is not None:
-        numeric = result.drift.numeric
-        if numeric.excluded_rows:
-            print(f"{numeric.excluded_rows} current rows excluded as non-finite")
-        if numeric.features:
-            print(f"{'feature':<24} {'KS':>7} {'p-value':>10} {'p-adj':>10} {'PSI':>7} {'JS':>7} {'W (sd)':>7}"
-                  "  drifted")
-        for f in numeric.features:
-            print(f"{f.name:<24} {f.ks_statistic:>7.4f} {f.p_value:>10.3g} {f.p_adjusted:>10.3g} {f.psi:>7.3f} "
-                  f"{f.js_distance:>7.3f} {f.wasserstein:>7.3f}  {'YES' if f.drifted else 'no'}")
-        for c in result.drift.categorical.features if result.drift.categorical is not None else ():
-            print(f"{c.name:<24} {'chi2':>7} {c.p_value:>10.3g} {c.p_adjusted:>10.3g} {'':>7} {c.js_distance:>7.3f} "
-                  f"{'':>7}  {'YES' if c.drifted else 'no'}")
-        categorical = result.drift.categorical.features if result.drift.categorical is not None else ()
-        print(f"{len(result.drifted_features)} of {len(numeric.features) + len(categorical)} features drifted\n")
+    for name, detector_result in result.results.items():
+        lines = BY_NAME[name].details(detector_result)
+        if lines:
+            print("\n".join(lines) + "\n")
     for finding in found:
         flag = "DRIFT" if finding.drifted else ("insufficient data" if finding.insufficient else "ok")
         print(f"{finding.detector:<18} {flag:<8} {finding.summary}")
+    for failure in result.failures:
+        print(f"{failure.detector:<18} {'FAILED':<8} {failure.error}")
     print(f"{len(drifted)} of {len(found)} detectors found a change (alpha {args.alpha}, {args.correction}, "
           f"KS >= {args.min_effect})")
     return 1 if drifted else 0

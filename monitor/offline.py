@@ -20,7 +20,7 @@ from detectors import (
     fit_calibrator,
     median_bandwidth,
 )
-from monitor.config import Config, DetectConfig, QualityConfig, SlowDriftConfig, WindowConfig
+from monitor.config import DetectConfig, QualityConfig, SlowDriftConfig, WindowConfig
 from monitor.datafiles import Table
 from monitor.errors import DataError
 from monitor.evaluation import WatchedModel, WindowResult
@@ -81,8 +81,7 @@ def compare(reference: Table, current: Table, detect: DetectConfig, min_samples:
     n = current.rows
     detect = msgspec.structs.replace(detect, quality=QualityConfig(window=max(n, 1)),
                                      slow_drift=SlowDriftConfig(enabled=False))
-    config = Config(models=[], detect=detect, window=WindowConfig(size=max(n, 1), min_samples=min_samples))
-    model = WatchedModel(profile, config)
+    model = WatchedModel(profile, detect, WindowConfig(size=max(n, 1), min_samples=min_samples))
     if current.labels is not None and current.predictions is not None:
         model.add_labels(current.labels, current.predictions)
     if current.llm is not None and current.llm.accepted is not None:
