@@ -32,6 +32,7 @@ from monitor.detection import (
     LLM_COLUMNS,
     REGISTRY,
     Detector,
+    DetectorClass,
     Finding,
     Inputs,
     JoinedFeedback,
@@ -132,7 +133,7 @@ class WatchedModel:
     windows: the MMD reference tensor, CUSUM, SLO burn rates, the labels joined since the last window)."""
 
     def __init__(self, profile: Profile, detect: DetectConfig, window: WindowConfig,
-                 training_run: str | None = None) -> None:
+                 training_run: str | None = None, registry: Sequence[DetectorClass] = REGISTRY) -> None:
         self.profile = profile
         self.training_run = training_run or profile.training_run
         self.names = profile.feature_names
@@ -154,7 +155,7 @@ class WatchedModel:
             layout["llm"] = Column(len(LLM_COLUMNS))
         self.layout: Layout = layout
         context = ModelContext(profile=profile, detect=detect, window=window)
-        self.detectors: list[Detector[Any]] = [d for d in (cls.build(context) for cls in REGISTRY) if d is not None]
+        self.detectors: list[Detector[Any]] = [d for d in (cls.build(context) for cls in registry) if d is not None]
         self._feedback = JoinedFeedback(limit=detect.quality.window)
 
     # -- events -> window values -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ import msgspec
 
 from monitor.alerts import Alert, AlertRules, Channel, Observation
 from monitor.config import Config
+from monitor.detection import REGISTRY, DetectorClass
 from monitor.errors import EventError
 from monitor.evaluation import WatchedModel, WindowResult, plain
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
@@ -59,9 +60,9 @@ class Pipeline:
     def __init__(self, config: Config, profiles: Mapping[str, Profile], consumer: Consumer, producer: Producer,
                  metrics: DaemonMetrics, channels: Sequence[Channel] = (),
                  on_result: Callable[[WindowResult], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, registry: Sequence[DetectorClass] = REGISTRY) -> None:
         self.config = config
-        self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run)
+        self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run, registry)
                         for m in config.models}
         self._consumer = consumer
         self._producer = producer
