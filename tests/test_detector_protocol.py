@@ -100,7 +100,7 @@ def test_a_detector_that_raises_costs_only_its_own_result(tmp_path: Path) -> Non
     profile = load_profile(write_profile(tmp_path))
     model = WatchedModel(profile, DetectConfig(), WindowConfig(), registry=(FeatureDrift, Exploding, PredictionDrift))
     rng = np.random.default_rng(0)
-    result = model.evaluate(_window(200, {"numeric": rng.normal(size=(200, 4)) + [0, 3, 0, 0],
+    result = model.evaluate(_window(200, {"numeric": rng.normal(size=(200, 4)) + np.array([0, 3, 0, 0]),
                                           "prediction": rng.choice(3, size=200), "latency": np.full((200, 2), 0.01)},
                                     window_id="w-17"))
     assert [f.detector for f in result.failures] == ["exploding"]
@@ -112,7 +112,7 @@ def test_a_detector_that_raises_costs_only_its_own_result(tmp_path: Path) -> Non
 def test_a_new_detector_is_one_class_in_the_list(tmp_path: Path) -> None:
     profile = load_profile(write_profile(tmp_path))
     model = WatchedModel(profile, DetectConfig(), WindowConfig(), registry=(*REGISTRY, MeanShift))
-    x = np.random.default_rng(1).normal(size=(100, 4)) + [0, 0, 2, 0]
+    x = np.random.default_rng(1).normal(size=(100, 4)) + np.array([0, 0, 2, 0])
     result = model.evaluate(_window(100, {"numeric": x, "prediction": np.zeros(100, dtype=np.int64),
                                           "latency": np.full((100, 2), np.nan)}))
     found = {f.detector: f for f in result.findings}
