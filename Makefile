@@ -7,7 +7,7 @@ KAFKA := deploy/local/kafka.sh
 BENCH_VENV ?= .venv-bench
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps bench-install bench demo test lint typecheck kafka-up kafka-down clean
+.PHONY: install system-deps bench-install bench demo test lint typecheck kafka-up kafka-down clean gpu-check
 
 # Debian packages the tests and benchmarks use beside Java and Maven: a real Prometheus scrapes the daemon,
 # nginx is the sidecar's peer in its benchmark, wrk drives both. Installed when missing and we are root.
@@ -59,6 +59,15 @@ typecheck: install
 test: install system-deps bench-install lint typecheck
 	$(KAFKA) fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# On a machine with an NVIDIA GPU (they skip visibly elsewhere): every CUDA and NVML test, then the MMD
+# benchmark on the GPU beside alibi-detect on the same device; one summary line at the end.
+gpu-check: install bench-install
+	@nvidia-smi -L || echo "gpu-check: nvidia-smi found no GPU"
+	$(BIN)/pytest -rs -q tests/test_detectors_mmd.py tests/test_gpu.py tests/test_torch_hooks.py \
+	  -k "cuda or nvml or gpu"; t=$$?; \
+	$(BENCH_VENV)/bin/python benchmarks/w2_mmd.py --device cuda --peer-repeats 1; b=$$?; \
+	echo "gpu-check: CUDA/NVML tests exit $$t, GPU benchmark exit $$b"; test $$t -eq 0 && test $$b -eq 0
 
 kafka-up:
 	$(KAFKA) start

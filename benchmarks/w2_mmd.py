@@ -48,7 +48,7 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def run(quick: bool, repeats: int, peer_repeats: int) -> dict[str, Any]:
+def run(quick: bool, repeats: int, peer_repeats: int, device: str = "cpu") -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=FutureWarning)  # alibi's torch.jit.script deprecation
     logging.getLogger("alibi_detect").setLevel(logging.ERROR)
     from alibi_detect.cd import MMDDrift
@@ -69,15 +69,15 @@ def run(quick: bool, repeats: int, peer_repeats: int) -> dict[str, Any]:
 
     # Warm both code paths (alibi's TorchScript distance, torch's kernels) once on a small problem, the same
     # for both: a full-size warm-up would cost alibi another full predict and change nothing at that scale.
-    MMDDrift(x_ref[:64], backend="pytorch", n_permutations=2, sigma=np.array([sigma]), device="cpu").predict(
+    MMDDrift(x_ref[:64], backend="pytorch", n_permutations=2, sigma=np.array([sigma]), device=device).predict(
         x_cur[:32]
     )
-    MMDDetector(x_ref[:64], bandwidth=sigma, permutations=2, device="cpu", dtype="float32").test(x_cur[:32])
+    MMDDetector(x_ref[:64], bandwidth=sigma, permutations=2, device=device, dtype="float32").test(x_cur[:32])
 
     rows_out: dict[str, dict[str, Any]] = {}
     for dtype in ("float32", "float64"):
         start = time.perf_counter()
-        det = MMDDetector(x_ref, bandwidth=sigma, permutations=perms, alpha=0.05, device="cpu", dtype=dtype, seed=SEED)
+        det = MMDDetector(x_ref, bandwidth=sigma, permutations=perms, alpha=0.05, device=device, dtype=dtype, seed=SEED)
         init_s = time.perf_counter() - start
         test_s, res = _timed(functools.partial(det.test, x_cur), repeats)
         rows_out[f"inferwatch {dtype}"] = {
@@ -89,7 +89,7 @@ def run(quick: bool, repeats: int, peer_repeats: int) -> dict[str, Any]:
         }
 
     start = time.perf_counter()
-    cd = MMDDrift(x_ref, backend="pytorch", p_val=0.05, n_permutations=perms, sigma=np.array([sigma]), device="cpu")
+    cd = MMDDrift(x_ref, backend="pytorch", p_val=0.05, n_permutations=perms, sigma=np.array([sigma]), device=device)
     init_s = time.perf_counter() - start
 
     def alibi_predict() -> dict[str, Any]:
@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a CI smoke test")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--device", default="cpu", help="torch device of both detectors, e.g. cuda (default cpu)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls of our test() (median reported)")
     parser.add_argument("--peer-repeats", type=int, default=3, help="timed calls of alibi's predict() (median)")
     args = parser.parse_args(argv)
-    result = run(args.quick, args.repeats, args.peer_repeats)
+    result = run(args.quick, args.repeats, args.peer_repeats, args.device)
     if args.json:
         json.dump(result, sys.stdout)
         print()
