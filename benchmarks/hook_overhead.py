@@ -41,7 +41,7 @@ BATCH = 64
 
 
 def digits_cnn() -> nn.Module:
-    return nn.Sequential(  # monitor.demo.train_cnn's shape, untrained
+    return nn.Sequential(  # monitor.demo.cnn.train_cnn's shape, untrained
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),  # (B, 16, 8, 8)
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),  # (B, 32, 8, 8)
         nn.MaxPool2d(2),  # (B, 32, 4, 4)

@@ -2,7 +2,8 @@
 
 Feedback can arrive hours after its inference, or, through a different topic or partition, before it.
 Both sides wait in insertion-ordered maps keyed by ``(key, request_id)`` (``key`` is the model/version)
-until their partner arrives, for at most ``ttl_s`` and at most ``max_pending`` entries in all:
+until their partner arrives, for at most ``ttl_s`` and at most ``max_pending`` entries in all (both from
+:class:`~monitor.config.QualityConfig`, ``detect.quality`` in the config file):
 
 * **Age.** An entry is stamped with the later of its event time and the latest event time seen before it,
   so stamps never decrease in arrival order and :meth:`FeedbackJoin.expire` only ever looks at the
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monitor.config import QualityConfig
 from monitor.errors import ConfigError, EventError
 
 __all__ = ["FeedbackJoin", "FeedbackStats", "Joined"]
@@ -91,15 +93,15 @@ class FeedbackJoin:
 
     Parameters
     ----------
-    ttl_s : float, optional
-        How long an entry waits for its partner (default one day).
-    max_pending : int, optional
-        Most entries (inferences plus feedback) waiting at once; also how many joined ids are remembered.
+    quality : QualityConfig
+        ``ttl_s``: how long an entry waits for its partner; ``max_pending``: most entries (inferences plus
+        feedback) waiting at once, also how many joined ids are remembered.
 
     Examples
     --------
+    >>> from monitor.config import QualityConfig
     >>> from monitor.feedback import FeedbackJoin
-    >>> join = FeedbackJoin(ttl_s=3600.0, max_pending=1000)
+    >>> join = FeedbackJoin(QualityConfig(ttl_s=3600.0, max_pending=1000))
     >>> join.add_feedback("cnn/1", "r1", time=50.0, label=3) is None  # early: held
     True
     >>> join.add_inference("cnn/1", "r1", time=10.0, prediction=3).delay_s
@@ -109,11 +111,13 @@ class FeedbackJoin:
     (1, 1)
     """
 
-    def __init__(self, ttl_s: float = 86400.0, max_pending: int = 1_000_000) -> None:
+    def __init__(self, quality: QualityConfig) -> None:
+        # A QualityConfig made in code is not validated (a loaded file is): check what the join relies on.
+        ttl_s, max_pending = quality.ttl_s, quality.max_pending
         if not (math.isfinite(ttl_s) and ttl_s > 0):
-            raise ConfigError(f"feedback ttl_s must be a finite number > 0; got {ttl_s!r}")
+            raise ConfigError(f"Expected a finite number > 0, got {ttl_s!r} at detect.quality.ttl_s")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-            raise ConfigError(f"feedback max_pending must be an integer >= 1; got {max_pending!r}")
+            raise ConfigError(f"Expected an integer >= 1, got {max_pending!r} at detect.quality.max_pending")
         self.ttl_s = ttl_s
         self.max_pending = max_pending
         self._reset()

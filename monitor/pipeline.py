@@ -74,7 +74,7 @@ class Pipeline:
                                 sizes={m.key: m.window_size for m in config.models if m.window_size is not None})
         self._rules = AlertRules(config.alerts.breaches, config.alerts.of, config.alerts.resolve_after)
         quality = config.detect.quality
-        self._joins = FeedbackJoin(ttl_s=quality.ttl_s, max_pending=quality.max_pending)
+        self._joins = FeedbackJoin(quality)
         self._join_stats = self._joins.stats
         self._latest_time = 0.0
         self._consumed: dict[TopicPartition, int] = {}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.charlm import (
+from monitor.demo.charlm import (
     GPT,
     UNKNOWN,
     CharTokenizer,
@@ -26,9 +26,9 @@ from monitor.charlm import (
     prompt_embedding,
     train,
 )
+from monitor.demo.llm_server import LLMServer, serve
+from monitor.demo.shakespeare import ARCHIVE, corpus, fetch
 from monitor.errors import DataError
-from monitor.llm_server import LLMServer, serve
-from monitor.shakespeare import ARCHIVE, corpus, fetch
 
 TEXT = """FIRST CITIZEN.
 Before we proceed any further, hear me speak.

@@ -1,29 +1,28 @@
-"""`inferwatch run` on the embedded bus: HTTP ingest, hostile HTTP input, /metrics, graceful stop."""
+"""`inferwatch run` on the embedded bus: HTTP ingest, hostile HTTP input, /metrics, graceful stop; the shutdown
+order of the pipeline that `build_pipeline` wires for the daemon and the demos."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import load_config_text
+from monitor.config import AlertsConfig, Config, ModelConfig, WebhookConfig, WindowConfig, load_config_text
 from monitor.daemon import run_daemon
+from monitor.errors import TransportError
+from monitor.evaluation import WindowResult
 from monitor.events import encode_batch
-from tests.support import events, write_profile
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from monitor.wiring import build_pipeline
+from tests.support import DEADLINE_S, MODEL, VERSION, events, free_port, wait_until, write_profile
 
 
 class Daemon:
@@ -47,12 +46,8 @@ class Daemon:
                     return float(s.value)
         return 0.0
 
-    def wait_metric(self, name: str, value: float, timeout_s: float = 10, **labels: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.metric(name, **labels) < value:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}{labels} stayed at {self.metric(name, **labels)}, expected {value}")
-            time.sleep(0.1)
+    def wait_metric(self, name: str, value: float, **labels: str) -> None:
+        wait_until(lambda: self.metric(name, **labels) >= value, f"{name}{labels} to reach {value}")
 
 
 @pytest.fixture
@@ -68,19 +63,11 @@ server: {{port: {port}, max_body_bytes: 200000}}
     thread = threading.Thread(target=run_daemon, args=(config, stop), daemon=True)
     thread.start()
     d = Daemon(port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if d.request("GET", "/readyz")[0] == 200:
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    wait_until(lambda: d.request("GET", "/readyz")[0] == 200, "the daemon to be ready")
     yield d
     stop.set()
-    thread.join(15)
-    assert not thread.is_alive(), "the daemon did not stop within 15 s of the stop signal"
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), f"the daemon did not stop within {DEADLINE_S:.0f} s of the stop signal"
 
 
 def test_ingest_windows_and_metrics(daemon: Daemon) -> None:
@@ -119,3 +106,54 @@ def test_bad_events_over_http_are_counted_by_reason(daemon: Daemon) -> None:
     daemon.wait_metric("inferwatch_events_rejected_total", 1, reason="malformed_json")
     daemon.wait_metric("inferwatch_events_rejected_total", 1, reason="missing_field")
     assert daemon.metric("inferwatch_deadletters_total") == 2
+
+
+class _SlowWebhook(BaseHTTPRequestHandler):
+    """Records each alert it is sent, answering after a pause: delivery takes a while, as over a network."""
+
+    received: ClassVar[list[dict[str, object]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.5)
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_close_evaluates_the_open_window_and_delivers_its_alert_before_closing_the_transport(tmp_path: Path) -> None:
+    # build_pipeline's close() order: stop consuming (the open window is evaluated on the embedded bus), deliver
+    # the queued alert, then close consumer, producer and bus. Closing the channels or the bus first loses it.
+    _SlowWebhook.received = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _SlowWebhook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile=str(write_profile(tmp_path)))],
+                    window=WindowConfig(size=100, max_seconds=3600, min_samples=30),
+                    alerts=AlertsConfig(breaches=1, of=1, resolve_after=1, webhook=WebhookConfig(
+                        url=f"http://127.0.0.1:{hook.server_address[1]}/hook", max_attempts=1)))
+    results: list[WindowResult] = []
+    wiring = build_pipeline(config, on_result=results.append)
+    rng = np.random.default_rng(3)
+    wiring.producer.send(config.topics.events, encode_batch(events(100, rng)))  # one clean, full window
+    wiring.producer.send(config.topics.events, encode_batch(events(60, rng, shift=3.0, start=1_700_000_100.0)))
+    try:
+        wiring.start()
+        wait_until(lambda: len(results) == 1, "the full window to be evaluated")
+        assert not results[0].drifted_features and wiring.running
+    finally:
+        wiring.close()
+        hook.shutdown()
+        hook.server_close()
+    assert not wiring.running
+    assert [r.n_events for r in results] == [100, 60]  # the open window, evaluated at shutdown
+    assert results[1].drifted_features == ("f1",)
+    firing = [a for a in _SlowWebhook.received if a["status"] == "firing"]  # delivered before close() returned
+    assert [a["window"] for a in firing] == [results[1].index] and "f1" in firing[0]["features"]  # type: ignore
+    with pytest.raises(TransportError):
+        wiring.consumer.poll(0)
+    with pytest.raises(TransportError):
+        wiring.producer.send(config.topics.events, b"{}")

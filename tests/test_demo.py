@@ -44,7 +44,7 @@ def test_kafka_demo_with_a_class_mix_shift(kafka_bootstrap: str) -> None:
 
 
 def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift() -> None:
-    from monitor.llm_demo import run_llm_demo
+    from monitor.demo import run_llm_demo
 
     report = run_llm_demo(windows=6, window_size=30, seed=11)
     assert report.captured >= 0.97 * 6 * 30  # the sidecar captured (nearly) every completion

@@ -114,7 +114,7 @@ def test_cbpe_rejects_bad_input() -> None:
 @pytest.mark.slow
 def test_cbpe_tracks_the_demo_cnn() -> None:
     torch = pytest.importorskip("torch")
-    from monitor.demo import _digits, inject, train_cnn
+    from monitor.demo.cnn import _digits, inject, train_cnn
 
     x_train, x_test, y_train, y_test = _digits(7)
     n_fit = 800  # the rest of the training split (367 digits) fits the calibrator

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 
+from monitor.config import QualityConfig, load_config_text
 from monitor.errors import ConfigError, EventError
 from monitor.feedback import FeedbackJoin, FeedbackStats, Joined
 
@@ -14,7 +16,7 @@ KEY = "cnn/1"
 
 
 def test_late_feedback_joins_its_inference() -> None:
-    join = FeedbackJoin(ttl_s=3600.0)
+    join = FeedbackJoin(QualityConfig(ttl_s=3600.0))
     probs = np.array([0.1, 0.9])
     assert join.add_inference(KEY, "r1", time=100.0, prediction=1, probs=probs) is None
     assert join.add_inference(KEY, "r2", time=101.0, prediction=0) is None
@@ -28,7 +30,7 @@ def test_late_feedback_joins_its_inference() -> None:
 
 
 def test_early_feedback_is_held_and_joined_when_the_inference_arrives() -> None:
-    join = FeedbackJoin()
+    join = FeedbackJoin(QualityConfig())
     assert join.add_feedback(KEY, "r1", time=10.0, accepted=False, score=0.2) is None
     assert join.stats.pending_feedback == 1
     joined = join.add_inference(KEY, "r1", time=8.0, prediction=None)
@@ -38,14 +40,14 @@ def test_early_feedback_is_held_and_joined_when_the_inference_arrives() -> None:
 
 
 def test_same_request_id_of_another_model_does_not_join() -> None:
-    join = FeedbackJoin()
+    join = FeedbackJoin(QualityConfig())
     join.add_inference("cnn/1", "r1", time=0.0, prediction=3)
     assert join.add_feedback("cnn/2", "r1", time=1.0, label=3) is None
     assert join.stats.pending_inferences == 1 and join.stats.pending_feedback == 1
 
 
 def test_entries_expire_after_the_ttl_and_are_counted_by_kind() -> None:
-    join = FeedbackJoin(ttl_s=100.0)
+    join = FeedbackJoin(QualityConfig(ttl_s=100.0))
     join.add_inference(KEY, "a", time=0.0, prediction=1)
     join.add_feedback(KEY, "orphan", time=50.0, label=2)
     join.add_inference(KEY, "b", time=90.0, prediction=1)
@@ -60,7 +62,7 @@ def test_entries_expire_after_the_ttl_and_are_counted_by_kind() -> None:
 
 
 def test_out_of_order_straggler_is_aged_from_the_watermark() -> None:
-    join = FeedbackJoin(ttl_s=100.0)
+    join = FeedbackJoin(QualityConfig(ttl_s=100.0))
     join.add_inference(KEY, "new", time=1000.0, prediction=1)
     join.add_inference(KEY, "old", time=0.0, prediction=1)  # arrives late, stamped 1000: lives >= ttl
     assert join.expire(now=1050.0) == 0
@@ -69,7 +71,7 @@ def test_out_of_order_straggler_is_aged_from_the_watermark() -> None:
 
 
 def test_bound_evicts_the_oldest_of_either_kind_first() -> None:
-    join = FeedbackJoin(ttl_s=1e9, max_pending=3)
+    join = FeedbackJoin(QualityConfig(ttl_s=1e9, max_pending=3))
     join.add_inference(KEY, "i1", time=1.0, prediction=0)
     join.add_feedback(KEY, "f1", time=2.0, label=0)
     join.add_inference(KEY, "i2", time=3.0, prediction=0)
@@ -85,7 +87,7 @@ def test_bound_evicts_the_oldest_of_either_kind_first() -> None:
 
 
 def test_memory_stays_bounded_on_an_endless_stream() -> None:
-    join = FeedbackJoin(ttl_s=1e9, max_pending=500)
+    join = FeedbackJoin(QualityConfig(ttl_s=1e9, max_pending=500))
     rng = np.random.default_rng(0)
     for i in range(20_000):  # 10 % of requests get feedback, some of it early, some for unknown ids
         join.add_inference(KEY, f"r{i}", time=float(i), prediction=int(rng.integers(10)), probs=rng.random(10))
@@ -101,7 +103,7 @@ def test_memory_stays_bounded_on_an_endless_stream() -> None:
 
 
 def test_every_entry_is_accounted_for() -> None:
-    join = FeedbackJoin(ttl_s=50.0, max_pending=100)
+    join = FeedbackJoin(QualityConfig(ttl_s=50.0, max_pending=100))
     rng = np.random.default_rng(1)
     inferences = feedback = 0
     for i in range(5000):
@@ -121,7 +123,7 @@ def test_every_entry_is_accounted_for() -> None:
 
 
 def test_duplicates_are_counted_and_ignored() -> None:
-    join = FeedbackJoin()
+    join = FeedbackJoin(QualityConfig())
     join.add_inference(KEY, "r1", time=0.0, prediction=1)
     assert join.add_feedback(KEY, "r1", time=1.0, label=1) is not None
     assert join.add_feedback(KEY, "r1", time=2.0, label=0) is None  # after the join
@@ -136,10 +138,21 @@ def test_duplicates_are_counted_and_ignored() -> None:
     assert (s.joined, s.duplicate_feedback, s.duplicate_inferences, len(join)) == (2, 2, 2, 1)
 
 
+def test_the_join_takes_its_bounds_from_the_config_and_declares_no_defaults_of_its_own() -> None:
+    # Regression: FeedbackJoin declared max_pending=1,000,000 while QualityConfig said 200,000.
+    quality = load_config_text("models: []\ndetect: {quality: {ttl_s: 60, max_pending: 3}}").detect.quality
+    join = FeedbackJoin(quality)
+    assert (join.ttl_s, join.max_pending) == (60.0, 3)
+    for i in range(5):
+        join.add_inference(KEY, f"r{i}", time=float(i), prediction=0)
+    assert len(join) == 3 and join.stats.evicted_inferences == 2
+    assert inspect.signature(FeedbackJoin).parameters["quality"].default is inspect.Parameter.empty
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="ttl_s"):
-        FeedbackJoin(ttl_s=0.0)
+        FeedbackJoin(QualityConfig(ttl_s=0.0))
     with pytest.raises(ConfigError, match="max_pending"):
-        FeedbackJoin(max_pending=0)
+        FeedbackJoin(QualityConfig(max_pending=0))
     with pytest.raises(EventError, match="non-finite event time"):
-        FeedbackJoin().add_feedback(KEY, "r1", time=math.nan, label=1)
+        FeedbackJoin(QualityConfig()).add_feedback(KEY, "r1", time=math.nan, label=1)

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP server for the demo LLM (:mod:`monitor.charlm`), standard library only.
+"""An OpenAI-compatible HTTP server for the demo LLM (:mod:`monitor.demo.charlm`), standard library only.
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (the messages' contents joined by line breaks
 make the prompt), ``GET /v1/models`` and ``GET /healthz``. Requests take ``max_tokens``, ``temperature``,
@@ -12,7 +12,7 @@ Malformed requests get a 400 with an OpenAI error object; bodies over :data:`MAX
 ``max_concurrent`` generations at once a 429. Tokens are characters, so ``usage`` counts characters:
 ``completion_tokens`` is the number of tokens in the returned text (a stop string is not counted).
 
->>> from monitor.charlm import GPTConfig, train
+>>> from monitor.demo.charlm import GPTConfig, train
 >>> model, tok, _ = train("to be or not to be " * 20, GPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=8),
 ...                       steps=5, batch_size=4)
 >>> server = serve(model, tok, port=0).start()
@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from monitor.charlm import GPT, CharTokenizer, Generation, Step, generate
+from monitor.demo.charlm import GPT, CharTokenizer, Generation, Step, generate
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ is sampled, and :func:`prompt_embedding` mean-pools the final hidden state for e
 :func:`load_or_train` keeps the trained weights in a cache directory so the demo retrains only when the
 corpus or a hyper-parameter changes.
 
-torch is imported here at module level: importing this module needs ``inferwatch[torch]``; the rest of
-:mod:`monitor` never imports it.
+torch is imported here at module level: importing this module (and so :mod:`monitor.demo`) needs
+``inferwatch[torch]``; :mod:`monitor` outside the demo never imports it.
 """
 
 from __future__ import annotations

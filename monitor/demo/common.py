@@ -1,0 +1,40 @@
+"""What both demo drivers share: a config for one model on its own topics, and waiting for its windows."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.errors import InferwatchError
+from monitor.evaluation import WindowResult
+from monitor.wiring import Wiring
+
+#: How long a demo waits, after its last request, for the pipeline to evaluate every window.
+RESULTS_TIMEOUT_S = 60.0
+
+
+def demo_config(name: str, model: str, version: str, profile: str, training_run: str | None, kafka: str | None,
+                window: WindowConfig) -> Config:
+    """One model on the embedded bus, or on Kafka with topics and a consumer group of its own (a fresh suffix
+    per run, so a demo never reads an earlier run's events)."""
+    if kafka is None:
+        return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
+                      window=window)
+    prefix = f"inferwatch.{name}-{uuid.uuid4().hex[:8]}"
+    topics = TopicsConfig(events=f"{prefix}.events", feedback=f"{prefix}.feedback", results=f"{prefix}.results",
+                          deadletter=f"{prefix}.deadletter")
+    return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
+                  kafka=KafkaConfig(bootstrap=kafka, group=prefix), topics=topics, window=window)
+
+
+def wait_for_results(wiring: Wiring, results: Sequence[WindowResult], windows: int, what: str = "windows",
+                     timeout_s: float = RESULTS_TIMEOUT_S) -> None:
+    """Wait until the background pipeline (:meth:`Wiring.start`) has evaluated ``windows`` windows; raise when
+    it has not within ``timeout_s``, or has stopped."""
+    deadline = time.monotonic() + timeout_s
+    while len(results) < windows and time.monotonic() < deadline and wiring.running:
+        time.sleep(0.05)
+    if len(results) < windows:
+        raise InferwatchError(f"only {len(results)} of {windows} {what} were evaluated within {timeout_s:.0f} s")

@@ -1,0 +1,171 @@
+"""One place that wires a detection pipeline from a :class:`~monitor.config.Config`.
+
+:func:`build_pipeline` makes the transport (Kafka, or the embedded in-process bus), its producer and consumer,
+the metrics on a registry, the alert channels and the :class:`~monitor.pipeline.Pipeline` that joins them.
+``inferwatch run`` (:mod:`monitor.daemon`) and both demos (:mod:`monitor.demo`) call it, so they watch models
+the same way; what differs is only who runs the loop and what feeds the transport.
+
+:meth:`Wiring.close` shuts the parts down in the one safe order: stop consuming (the pipeline commits what no
+open window needs, and on the embedded bus evaluates the open windows), deliver the queued alerts, then close
+the consumer, the producer and the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from monitor.alerts import Channel, WebhookChannel
+from monitor.config import Config
+from monitor.errors import ProfileError
+from monitor.evaluation import WindowResult
+from monitor.metrics import DaemonMetrics, daemon_metrics
+from monitor.pipeline import Pipeline
+from monitor.profiles import Profile, load_profile
+from monitor.transport import Consumer, KafkaTransport, MemoryBus, Producer, Transport, ensure_topics, wait_until_ready
+
+__all__ = ["Wiring", "build_pipeline", "build_transport", "load_profiles"]
+
+log = logging.getLogger("inferwatch")
+
+#: The consumer group on the embedded bus (on Kafka it is ``kafka.group``).
+EMBEDDED_GROUP = "inferwatch-detect"
+#: How long :func:`build_transport` waits for a Kafka cluster to answer at start.
+KAFKA_READY_TIMEOUT_S = 30.0
+
+
+def load_profiles(config: Config) -> dict[str, Profile]:
+    """Load every configured profile, failing at start (not on the first event) when one is wrong."""
+    profiles = {}
+    for m in config.models:
+        profile = load_profile(m.profile)
+        if (profile.model, profile.version) != (m.name, m.version):
+            log.warning("profile %s was built for %s/%s, used for %s", m.profile, profile.model, profile.version,
+                        m.key)
+        if not profile.feature_names:
+            raise ProfileError(f"profile {m.profile} for {m.key} has no features")
+        profiles[m.key] = profile
+    return profiles
+
+
+def build_transport(config: Config) -> Transport:
+    """The in-process bus without ``kafka:``; else a Kafka client, once the cluster answers (topics created
+    when ``kafka.create_topics``)."""
+    if config.kafka is None:
+        return MemoryBus()
+    k = config.kafka
+    wait_until_ready(k.bootstrap, timeout_s=KAFKA_READY_TIMEOUT_S)
+    if k.create_topics:
+        t = config.topics
+        ensure_topics(k.bootstrap, {t.events: k.partitions, t.feedback: k.partitions, t.results: k.partitions,
+                                    t.deadletter: 1})
+    return KafkaTransport(k.bootstrap, client_id=k.client_id)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The parts of a running detection pipeline, and their shutdown.
+
+    Run the loop in the calling thread with :meth:`run` (the daemon) or in a background thread with
+    :meth:`start` (the demos); either way, :meth:`close` ends it (``stop`` may also be set from outside,
+    by a signal handler) and then closes the parts.
+    """
+
+    config: Config
+    transport: Transport
+    producer: Producer
+    consumer: Consumer
+    registry: CollectorRegistry
+    metrics: DaemonMetrics
+    channels: tuple[Channel, ...]
+    pipeline: Pipeline
+    stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)  # from start()
+    _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def run(self) -> None:
+        """Run the pipeline in this thread until :attr:`stop` is set."""
+        self.pipeline.run(self.stop)
+
+    def start(self) -> threading.Thread:
+        """Run the pipeline in a background thread until :meth:`close` (or :attr:`stop`)."""
+        thread = threading.Thread(target=self.run, name="inferwatch-pipeline", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop of :meth:`start` is running."""
+        return any(thread.is_alive() for thread in self._threads)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop consuming, deliver queued alerts, close the consumer, the producer, the transport.
+
+        Each step that waits gets ``timeout_s``; a pipeline thread still running after its wait is logged (its
+        consumer is then closed under it, which ends it). A second call does nothing."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.error("the pipeline did not stop within %.0f s; closing its consumer under it", timeout_s)
+        for channel in self.channels:
+            channel.close(timeout_s=timeout_s)
+        self.consumer.close()
+        self.producer.close(timeout_s=timeout_s)
+        self.transport.close()
+
+
+def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None, *,
+                   channels: Sequence[Channel] = (), on_result: Callable[[WindowResult], None] | None = None,
+                   registry: CollectorRegistry | None = None, stop: threading.Event | None = None) -> Wiring:
+    """Wire transport, profiles, metrics, alert channels and the pipeline for ``config``.
+
+    Parameters
+    ----------
+    config : Config
+        The daemon's configuration; ``kafka`` chooses the transport, ``alerts.webhook`` adds a webhook channel.
+    profiles : mapping of ``model/version`` to Profile, optional
+        Reference profiles already in memory (the demos build theirs); by default each model's ``profile`` file
+        is loaded (:func:`load_profiles`).
+    channels : sequence of Channel
+        Alert channels beside the configured ones (the demos collect alerts in a
+        :class:`~monitor.alerts.MemoryChannel`).
+    on_result : callable, optional
+        Called with every window result.
+    registry : CollectorRegistry, optional
+        Where the metrics are made (a new registry by default).
+    stop : threading.Event, optional
+        Ends the loop when set (a new event by default); :meth:`Wiring.close` sets it.
+    """
+    profiles = load_profiles(config) if profiles is None else profiles
+    registry = CollectorRegistry() if registry is None else registry
+    metrics = daemon_metrics(registry)
+    transport = build_transport(config)
+    producer = transport.producer()
+    consumer = transport.consumer([config.topics.events, config.topics.feedback],
+                                  config.kafka.group if config.kafka else EMBEDDED_GROUP)
+    all_channels = list(channels)
+    try:
+        if config.alerts.webhook is not None:
+            w = config.alerts.webhook
+            all_channels.insert(0, WebhookChannel(w.url, metrics, timeout_s=w.timeout_s,
+                                                  max_attempts=w.max_attempts, backoff_s=w.backoff_s))
+        pipeline = Pipeline(config, profiles, consumer, producer, metrics, all_channels, on_result=on_result)
+    except BaseException:  # nothing half-built is left running
+        for channel in all_channels[:len(all_channels) - len(channels)]:
+            channel.close(timeout_s=0)
+        consumer.close()
+        producer.close(timeout_s=0)
+        transport.close()
+        raise
+    return Wiring(config=config, transport=transport, producer=producer, consumer=consumer, registry=registry,
+                  metrics=metrics, channels=tuple(all_channels), pipeline=pipeline,
+                  stop=threading.Event() if stop is None else stop)
