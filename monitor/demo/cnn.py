@@ -28,7 +28,6 @@ from monitor.demo.common import demo_config, wait_for_results
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
-from monitor.findings import findings
 from monitor.offline import build_profile
 from monitor.profiles import load_profile, save_profile
 from monitor.wiring import build_pipeline
@@ -227,7 +226,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
 
 
 def _window_summary(r: WindowResult, injected: bool, accuracy: float) -> DemoWindow:
-    found = findings(r)
+    found = r.findings
     return DemoWindow(window=r.index, drift_injected=injected, feature_drift=r.drift is not None and r.drift.drifted,
                       prediction_drift=r.prediction_drifted, drifted_features=r.drifted_features, accuracy=accuracy,
                       estimated_accuracy=None if r.cbpe is None else round(r.cbpe.expected_accuracy, 4),

@@ -34,7 +34,6 @@ from monitor.demo.shakespeare import corpus
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
-from monitor.findings import findings
 from monitor.profiles import Profile
 from monitor.wiring import build_pipeline
 
@@ -177,7 +176,7 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
 
     per_window = []
     for r in sorted(results, key=lambda r: r.index)[:windows]:
-        found = findings(r)
+        found = r.findings
         llm = r.llm
         length = llm.test("output_tokens") if llm else None
         logprob = llm.test("mean_logprob") if llm else None
