@@ -5,6 +5,7 @@ Importing this package never imports torch; the hooks import it when first used.
 
 from __future__ import annotations
 
+from collectors.connecting import ConnectingProducer, ConnectMetrics, connect_metrics
 from collectors.generation import Generated, GenerateLoop, GeneratorCollector
 from collectors.gpu import GpuSampler
 from collectors.producer import (
@@ -28,6 +29,8 @@ __all__ = [
     "BernoulliSampler",
     "Capture",
     "ClassifierCollector",
+    "ConnectMetrics",
+    "ConnectingProducer",
     "DeviceTimer",
     "EventProducer",
     "Events",
@@ -43,6 +46,7 @@ __all__ = [
     "Spool",
     "SpoolError",
     "SpoolRecord",
+    "connect_metrics",
     "hook_metrics",
     "image_summary",
     "payload_metrics",

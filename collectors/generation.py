@@ -14,7 +14,7 @@ a GPU synchronisation. The loop's stop reason is
 On the serving thread the wrapper reads the clock at the start, at the first token and at the end, appends each
 token id and adds its log-probability: time to first token is ``t_first - t_start`` and time per output token
 is ``(t_end - t_first) / (n - 1)`` (the OpenTelemetry GenAI definitions). Decoding the text for its length,
-the refusal check (:func:`detectors.llm.is_refusal`), redaction and JSON happen on the producer thread. The
+the refusal check (:func:`collectors.refusal.is_refusal`), redaction and JSON happen on the producer thread. The
 tokens are handed back unchanged, and capture failures are counted and logged, never raised (fail-open).
 """
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from collectors.redaction import BernoulliSampler, PayloadPolicy
+from collectors.refusal import is_refusal
 from collectors.timing import DeviceTimer, Timing
 from collectors.torch_hooks import DeviceContext, HookMetrics, hook_metrics
 from monitor.events import MAX_EMBEDDING, Generation, InferenceEvent, Latency
@@ -89,8 +90,6 @@ class _GenerationCapture:
         return 1
 
     def events(self) -> list[InferenceEvent]:
-        from detectors.llm import is_refusal
-
         gpu_s, gpu = self.context.resolve(self.timing)
         text = self.decode(self.output_ids)
         mean = self.logprob_sum / self.logprob_count if self.logprob_count else None

@@ -153,10 +153,14 @@ class EventProducer:
     Delivery is at least once: a batch acknowledged after it was spooled (``late_acked``), or a replay window cut
     short, arrives twice; consumers recognise events by ``request_id``.
 
-    When the spool is full, batches wait in memory, counted against ``capacity`` together with the queue, and
-    ``submit`` drops with reason ``spool_full`` once both are full. ``submit`` never blocks and never raises.
+    When the spool is full, a batch that does not fit is dropped at once and counted (``spool_full``; the first
+    drop of a full spell is logged): memory is not a second, unbounded spool. Every event submitted ends up
+    acknowledged, spooled, or dropped with a reason (:meth:`flush` waits for that), including at :meth:`close`,
+    which logs how many events it could not place. ``submit`` never blocks and never raises.
 
-    With :class:`~monitor.transport.kafka.KafkaTransport`, ``ack_timeout_s`` (not kafka-python's retries) decides
+    To start before the broker answers (a sidecar must serve at once), pass a
+    :class:`~collectors.connecting.ConnectingProducer`: until it is connected its sends fail, and batches go to the
+    spool. With :class:`~monitor.transport.kafka.KafkaTransport`, ``ack_timeout_s`` (not kafka-python's retries) decides
     when the spool takes over, and kafka-python should reconnect quickly: ``KafkaTransport(bootstrap,
     extra_producer={"reconnect_backoff_max_ms": 1000})`` (its default backs off to 30 s). Keep
     ``delivery_timeout_ms`` (default 120 s) longer than the outages to ride out: in kafka-python 3.0.12 an
@@ -220,9 +224,8 @@ class EventProducer:
         # Direct sends awaiting acknowledgement, by send order; failed ones move to _returned (both under _cond).
         self._direct: dict[int, _Batch] = {}
         self._returned: dict[int, _Batch] = {}
-        # Batches for a full spool, oldest first (sender thread; _overflow is read by submit under _cond).
-        self._backlog: deque[_Batch] = deque()
-        self._overflow = 0
+        self._full = False  # the spool refused the last batch (logged once per full spell)
+        self._drops = 0  # events dropped by the sender (for the log line of close())
         # Replay state: the window of spool records in flight and how it went (callbacks write under _cond).
         self._window: list[SpoolRecord] = []
         self._window_gen = 0
@@ -250,9 +253,8 @@ class EventProducer:
             if self._closed:
                 self.metrics.dropped.labels(reason="closed").inc(n)
                 return False
-            if self._queued + self._overflow + n > self.capacity:
-                reason = "spool_full" if self._overflow else "queue_full"
-                self.metrics.dropped.labels(reason=reason).inc(n)
+            if self._queued + n > self.capacity:
+                self.metrics.dropped.labels(reason="queue_full").inc(n)
                 return False
             self._queue.append(capture)
             self._queued += n
@@ -285,7 +287,15 @@ class EventProducer:
             self._closed = True
             self._stop_at = min(self._stop_at, self._clock() + timeout_s)
             self._cond.notify_all()
+            drops = self._drops
         self._thread.join(timeout_s + 1.0)
+        with self._cond:
+            drops, stuck = self._drops - drops, self._queued + self._held
+        if drops:
+            log.warning("close: %d events could not be sent or spooled and were dropped (by reason in "
+                        "inferwatch_collector_events_dropped_total)", drops)
+        if self._thread.is_alive() and stuck:
+            log.error("close: the sender did not stop within %.0f s; %d events in memory are lost", timeout_s, stuck)
 
     # -- sender thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -309,10 +319,8 @@ class EventProducer:
                 for key in [k for k in pending if closing or now - opened[k] >= self.linger_s]:
                     self._send(key, pending.pop(key))
                     del pending_bytes[key], opened[key]
-                if self.spool is not None:
-                    self._drain_backlog()
-                    if self._spooling:
-                        self._replay(now)
+                if self.spool is not None and self._spooling:
+                    self._replay(now)
         finally:
             self._shut_down()
 
@@ -349,18 +357,16 @@ class EventProducer:
     def _shut_down(self) -> None:
         """Spool what is still unacknowledged at the deadline, count what cannot be kept, close the spool."""
         if self.spool is None:
+            with self._cond:
+                waiting = sum(b.events for b in self._direct.values())
+            if waiting:  # still in the transport: acknowledged or failed (and counted) when it closes
+                log.warning("shutdown: %d events sent but not yet acknowledged by the broker (no spool)", waiting)
             return
         with self._cond:
             outstanding = [self._returned.pop(i) for i in sorted(self._returned)]
             outstanding += [self._direct.pop(i) for i in sorted(self._direct)]
         for batch in outstanding:
             self._to_spool(batch)
-        self._drain_backlog()
-        while self._backlog:
-            batch = self._backlog.popleft()
-            self._drop(batch.events, "spool_full")
-            with self._cond:
-                self._overflow -= batch.events
         self.spool.close()
         self._spool_gauges()
 
@@ -375,6 +381,7 @@ class EventProducer:
             self.metrics.dropped.labels(reason="encode_error").inc(n)
             encoded = []
         with self._cond:
+            self._drops += n - len(encoded)
             self._queued -= n
             self._held += len(encoded)
             self.metrics.queued.set(self._queued)
@@ -403,7 +410,7 @@ class EventProducer:
             ("content-type", b"application/json"),
         )
         record = _Batch(key.encode(), value, headers, n, self._clock())
-        if self._spooling or self._backlog:
+        if self._spooling:
             self._to_spool(record)
             return
         ident = next(self._ids)
@@ -427,6 +434,7 @@ class EventProducer:
                     if self.spool is None:
                         self.metrics.dropped.labels(reason="send_error").inc(n)
                         self._held -= n
+                        self._drops += n
                     else:
                         self._returned[ident] = record
                 self._cond.notify_all()
@@ -466,47 +474,39 @@ class EventProducer:
         self.metrics.spooling.set(1)
 
     def _to_spool(self, batch: _Batch) -> None:
-        """Append ``batch`` to the spool, or to the in-memory backlog while the spool is full."""
+        """Append ``batch`` to the spool; a full spool or a write error drops it (counted)."""
         if not self._spooling:
             self._enter_spooling(self._clock())
-        if not self._backlog and self._append(batch):
-            return
-        self._backlog.append(batch)
-        with self._cond:
-            self._overflow += batch.events
-
-    def _append(self, batch: _Batch) -> bool:
-        """Write one batch to the spool; False if the spool is full (a write error drops the batch)."""
         if self.spool is None:  # only reached with a spool; without one, failed sends are dropped in done()
             self._drop(batch.events, "send_error")
-            return True
+            return
         try:
             written = self.spool.append(SpoolRecord(batch.value, batch.key, batch.headers, batch.events))
         except SpoolError:
             log.exception("spool write failed; dropping a batch of %d events", batch.events)
             self._drop(batch.events, "spool_error")
-            return True
-        if not written and self.spool.bytes == 0:  # larger than the whole spool: it can never be kept
+            return
+        if not written:
+            if not self._full:
+                log.warning("spool %s is full (%d bytes): dropping batches until replay makes room",
+                            self.spool.directory, self.spool.bytes)
+            self._full = True
             self._drop(batch.events, "spool_full")
-            return True
-        if written:
-            self.metrics.spooled.inc(batch.events)
-            with self._cond:
-                self._held -= batch.events
-                self._cond.notify_all()
-            self._spool_gauges()
-        return written
-
-    def _drain_backlog(self) -> None:
-        while self._backlog and self._append(self._backlog[0]):
-            batch = self._backlog.popleft()
-            with self._cond:
-                self._overflow -= batch.events
+            return
+        if self._full:
+            log.warning("spool %s has room again", self.spool.directory)
+            self._full = False
+        self.metrics.spooled.inc(batch.events)
+        with self._cond:
+            self._held -= batch.events
+            self._cond.notify_all()
+        self._spool_gauges()
 
     def _drop(self, n: int, reason: str) -> None:
         self.metrics.dropped.labels(reason=reason).inc(n)
         with self._cond:
             self._held -= n
+            self._drops += n
             self._cond.notify_all()
 
     def _spool_gauges(self) -> None:
@@ -538,7 +538,6 @@ class EventProducer:
                 self.metrics.replayed.inc(sum(r.events for r in window))
                 self.metrics.acked.inc(sum(r.events for r in window))
                 self._spool_gauges()
-                self._drain_backlog()
             self._probe = failed
             if failed:
                 self._next_try = now + self._backoff
@@ -551,10 +550,9 @@ class EventProducer:
         records = self.spool.read(1 if self._probe else _REPLAY_RECORDS, _REPLAY_BYTES)
         self._spool_gauges()
         if not records:
-            if not self._backlog:
-                log.warning("spool replayed: sending to the broker again")
-                self._spooling = False
-                self.metrics.spooling.set(0)
+            log.warning("spool replayed: sending to the broker again")
+            self._spooling = False
+            self.metrics.spooling.set(0)
             return
         with self._cond:
             self._window_acked = [False] * len(records)

@@ -41,13 +41,11 @@ from detectors.kolmogorov import kstwo_sf
 from detectors.ks import MAX_EXACT_N, KSIndex, KSResult, ks_2samp_columns, sort_reference
 from detectors.latency import SLO, BurnRateMonitor, BurnRateResult, LatencyHistogram, burn_rate
 from detectors.llm import (
-    REFUSAL_PATTERNS,
     LLMQualityResult,
     LLMReference,
     LLMTest,
     Percentiles,
     build_llm_reference,
-    is_refusal,
     llm_quality,
 )
 from detectors.mmd import MMDDetector, MMDResult, median_bandwidth
@@ -62,7 +60,6 @@ __all__ = [
     "CUSUM",
     "MAX_EXACT_N",
     "PROB_FLOOR",
-    "REFUSAL_PATTERNS",
     "SLO",
     "BurnRateMonitor",
     "BurnRateResult",
@@ -106,7 +103,6 @@ __all__ = [
     "expected_macro_f1",
     "feature_drift",
     "fit_calibrator",
-    "is_refusal",
     "isotonic_fit",
     "jensen_shannon",
     "ks_2samp_columns",

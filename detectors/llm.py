@@ -9,7 +9,7 @@ test               statistic                                   p-value          
 ``output_tokens``  KS distance of output lengths               two-sample KS          D
 ``mean_logprob``   KS distance of mean token log-probability   two-sample KS          D
 ``empty``          share of empty outputs                      exact binomial, more   rate - reference
-``refusal``        share of refusals (:func:`is_refusal`)      exact binomial, more   rate - reference
+``refusal``        share of refusals (as flagged at capture)   exact binomial, more   rate - reference
 =================  ==========================================  =====================  =================
 
 The p-values of the tests that ran are Bonferroni-adjusted together; a test is significant when its
@@ -33,60 +33,16 @@ from detectors.ks import ks_2samp_columns
 from detectors.multiple_testing import adjust_p_values
 
 __all__ = [
-    "REFUSAL_PATTERNS",
     "LLMQualityResult",
     "LLMReference",
     "LLMTest",
     "LLMTestName",
     "Percentiles",
     "build_llm_reference",
-    "is_refusal",
     "llm_quality",
 ]
 
 LLMTestName = Literal["acceptance", "output_tokens", "mean_logprob", "empty", "refusal"]
-
-#: Openings of a refusal, lower case.  :func:`is_refusal` lower-cases the output, straightens curly
-#: apostrophes and strips leading whitespace, quotes and markdown emphasis before matching the start.
-#: Deliberately conservative (openings only, not "cannot" anywhere): a false refusal is worse than a miss.
-REFUSAL_PATTERNS: tuple[str, ...] = (
-    "i'm sorry",
-    "i am sorry",
-    "sorry, but",
-    "sorry, i",
-    "i apologize",
-    "i apologise",
-    "my apologies",
-    "i cannot",
-    "i can't",
-    "i can not",
-    "i won't",
-    "i will not",
-    "i'm not able to",
-    "i am not able to",
-    "i'm unable to",
-    "i am unable to",
-    "i must decline",
-    "i'm afraid i can",
-    "unfortunately, i can",
-    "as an ai",
-    "as a language model",
-    "as an ai language model",
-)
-
-
-def is_refusal(text: str) -> bool:
-    """Whether a model output opens like a refusal (see :data:`REFUSAL_PATTERNS`).
-
-    Examples
-    --------
-    >>> from detectors.llm import is_refusal
-    >>> is_refusal("  I’m sorry, but I can’t help with that."), is_refusal("Sorry for the wait: here it is.")
-    (True, False)
-    """
-    opening = text[:80].lower().replace("\u2019", "'").lstrip(" \t\r\n\"'*_>`")
-    return opening.startswith(REFUSAL_PATTERNS)
-
 
 @dataclass(frozen=True, eq=False)
 class LLMReference:

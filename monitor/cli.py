@@ -120,25 +120,38 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=_demo)
 
+    from monitor.config import SidecarConfig
+
+    side_defaults = SidecarConfig()
     side = sub.add_parser("sidecar", help="reverse proxy beside a model server that captures every request",
                           description="Proxies Open Inference Protocol v2 (/v2/models/NAME/infer) and "
                                       "OpenAI-compatible (/v1/completions, /v1/chat/completions, streaming "
                                       "included) requests to the model server, captures each as an event and "
                                       "sends it to Kafka through a bounded queue and an on-disk spool. Fail-open: "
-                                      "capture problems never touch the request. Health and metrics on the admin "
-                                      "listener.")
-    side.add_argument("--upstream", required=True, help="model server, e.g. http://127.0.0.1:8080")
-    side.add_argument("--listen", default="0.0.0.0:8000", metavar="HOST:PORT",
-                      help="proxy listener (default %(default)s)")
-    side.add_argument("--admin", default="0.0.0.0:9400", metavar="HOST:PORT",
-                      help="/healthz, /readyz, /metrics listener (default %(default)s)")
-    side.add_argument("--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap address")
-    side.add_argument("--topic", default="inferwatch.events")
+                                      "it starts serving at once, whether or not Kafka answers; while Kafka is "
+                                      "away, events go to the spool (--spool) and are replayed when it returns; "
+                                      "capture problems never touch the request. Events that fit nowhere are "
+                                      "dropped and counted by reason. Health and metrics on the admin listener. "
+                                      "Settings come from the `sidecar:` section of --config; flags override them.")
+    side.add_argument("--config", type=Path, default=None, metavar="FILE",
+                      help="YAML file with a `sidecar:` section (see README); flags override its values")
+    side.add_argument("--upstream", default=None,
+                      help=f"model server, e.g. http://127.0.0.1:8080 (default {side_defaults.upstream})")
+    side.add_argument("--listen", default=None, metavar="HOST:PORT",
+                      help=f"proxy listener (default {side_defaults.listen_host}:{side_defaults.listen_port})")
+    side.add_argument("--admin", default=None, metavar="HOST:PORT",
+                      help=f"/healthz, /readyz, /metrics listener (default {side_defaults.admin_host}:"
+                           f"{side_defaults.admin_port})")
+    side.add_argument("--kafka", default=None, metavar="HOST:PORT",
+                      help="Kafka bootstrap address (required, here or as sidecar.kafka)")
+    side.add_argument("--topic", default=None, help=f"events topic (default {side_defaults.topic})")
     side.add_argument("--model", action="append", default=[], metavar="NAME=MODEL/VERSION",
                       help="map an upstream model name to the monitored model and version (repeatable)")
     side.add_argument("--spool", type=Path, default=None, metavar="DIR",
-                      help="directory of the on-disk spool used while Kafka is unreachable (default: none)")
-    side.add_argument("--spool-max-bytes", type=int, default=1 << 30)
+                      help="directory of the on-disk spool used while Kafka is unreachable (default: none, such "
+                           "events are dropped and counted)")
+    side.add_argument("--spool-max-bytes", type=int, default=None,
+                      help=f"bound on the spool's size (default {side_defaults.spool_max_bytes})")
     side.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     side.set_defaults(func=_sidecar)
 
@@ -211,7 +224,11 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from monitor.demo import format_report, run_demo
+    try:
+        from monitor.demo import format_llm_report, format_report, run_demo, run_llm_demo
+    except ImportError as exc:  # the demo package imports torch
+        cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+        raise InferwatchError(f"the demo needs torch: pip install 'inferwatch[torch]' ({cause})") from exc
 
     progress = (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     out: dict[str, object] = {}
@@ -222,8 +239,6 @@ def _demo(args: argparse.Namespace) -> int:
         if not args.json:
             print(format_report(report), flush=True)
     if args.model in ("llm", "both"):
-        from monitor.llm_demo import format_llm_report, run_llm_demo
-
         llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress)
         out["llm"] = asdict(llm)
         if not args.json:
@@ -239,9 +254,11 @@ def _sidecar(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry
 
-    from collectors import EventProducer, Spool
-    from collectors.sidecar import ModelRef, SidecarConfig, run_sidecar
-    from monitor.transport import KafkaTransport, wait_until_ready
+    from collectors import ConnectingProducer, EventProducer, Spool
+    from collectors.sidecar import run_sidecar
+    from monitor.config import load_sidecar_config
+    from monitor.errors import ConfigError
+    from monitor.transport import KafkaTransport
 
     def address(value: str, flag: str) -> tuple[str, int]:
         host, _, port = value.rpartition(":")
@@ -249,32 +266,45 @@ def _sidecar(args: argparse.Namespace) -> int:
             raise InferwatchError(f"{flag} must be HOST:PORT, got {value!r}")
         return host, int(port)
 
-    models = {}
+    overrides: dict[str, object] = {}
+    for key, value in (("upstream", args.upstream), ("kafka", args.kafka), ("topic", args.topic),
+                       ("spool", None if args.spool is None else str(args.spool)),
+                       ("spool_max_bytes", args.spool_max_bytes)):
+        if value is not None:
+            overrides[key] = value
+    for flag, prefix, value in (("--listen", "listen", args.listen), ("--admin", "admin", args.admin)):
+        if value is not None:
+            overrides[f"{prefix}_host"], overrides[f"{prefix}_port"] = address(value, flag)
+    models: dict[str, dict[str, str]] = {}
     for item in args.model:
         name, _, target = item.partition("=")
         model, _, version = target.rpartition("/")
         if not name or not model or not version:
             raise InferwatchError(f"--model must be NAME=MODEL/VERSION, got {item!r}")
-        models[name] = ModelRef(model, version)
-    listen_host, listen_port = address(args.listen, "--listen")
-    admin_host, admin_port = address(args.admin, "--admin")
-    config = SidecarConfig(upstream=args.upstream, listen_host=listen_host, listen_port=listen_port,
-                           admin_host=admin_host, admin_port=admin_port, models=models)
-    wait_until_ready(args.kafka, timeout_s=30)
+        models[name] = {"model": model, "version": version}
+    if models:
+        overrides["models"] = models
+    config = load_sidecar_config(args.config, overrides)
+    if config.kafka is None:
+        raise ConfigError("no Kafka address: give --kafka HOST:PORT or sidecar.kafka in --config")
     registry = CollectorRegistry()
-    transport = KafkaTransport(args.kafka, client_id="inferwatch-sidecar",
-                               extra_producer={"reconnect_backoff_max_ms": 1000})
-    spool = Spool(args.spool, max_bytes=args.spool_max_bytes) if args.spool else None
-    events = EventProducer(transport.producer(), args.topic, registry=registry, spool=spool)
+    transport = KafkaTransport(config.kafka, client_id=config.client_id,
+                               extra_producer={"reconnect_backoff_max_ms": 1000}, registry=registry)
+    spool = Spool(config.spool, max_bytes=config.spool_max_bytes) if config.spool else None
+    # Serving starts at once: the Kafka producer connects in the background, events are spooled meanwhile.
+    connecting = ConnectingProducer(transport.producer, registry)
+    events = EventProducer(connecting, config.topic, registry=registry, capacity=config.queue_capacity, spool=spool)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("sidecar: %s:%d -> %s, events to Kafka %s topic %s; admin on %s:%d", listen_host, listen_port,
-             args.upstream, args.kafka, args.topic, admin_host, admin_port)
+    log.info("sidecar: %s:%d -> %s, events to Kafka %s topic %s (spool %s); admin on %s:%d", config.listen_host,
+             config.listen_port, config.upstream, config.kafka, config.topic, config.spool or "none",
+             config.admin_host, config.admin_port)
     try:
-        run_sidecar(config, events, registry, stop)
+        run_sidecar(config, events, registry, stop, status=lambda: f"kafka producer {connecting.status}")
     finally:
-        events.close()
+        events.close()  # what Kafka did not acknowledge is in the spool by now
+        connecting.close(5.0)
         transport.close()
     return 0
 

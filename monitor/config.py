@@ -11,9 +11,12 @@ monitor.errors.ConfigError: config: Expected `int` >= 1 at window.size
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -133,10 +136,15 @@ class DetectConfig(_Strict, frozen=True):
 
 
 class WebhookConfig(_Strict, frozen=True):
+    """Alerts POSTed as JSON to ``url``: each attempt waits ``timeout_s`` for an answer, up to ``max_attempts``
+    with exponential backoff from ``backoff_s``. At shutdown, queued alerts get ``close_grace_s`` to be
+    delivered; each one still undelivered then is logged with its fingerprint and counted as a failure."""
+
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
     timeout_s: PositiveFloat = 5.0
     max_attempts: Positive = 5
     backoff_s: PositiveFloat = 0.5
+    close_grace_s: PositiveFloat = 5.0
 
 
 class AlertsConfig(_Strict, frozen=True):
@@ -150,11 +158,109 @@ class AlertsConfig(_Strict, frozen=True):
 
 
 class ServerConfig(_Strict, frozen=True):
-    """HTTP server for ``/metrics``, ``/healthz``, ``/readyz`` and, on the embedded bus, event ingest."""
+    """HTTP server for ``/metrics``, ``/healthz``, ``/readyz`` and, on the embedded bus, event ingest.
+
+    ``read_timeout_s`` bounds the time to receive a request body (answered 408, never queued) and how long an
+    idle connection is kept; ``max_connections`` bounds the connections served at once (more are answered
+    503); ``backlog`` is the listen queue of connections not yet accepted."""
 
     host: str = "127.0.0.1"
     port: Port = 9464
     max_body_bytes: Positive = 4 * 1024 * 1024
+    read_timeout_s: PositiveFloat = 10.0
+    max_connections: Positive = 256
+    backlog: Positive = 1024
+
+
+class ModelRef(_Strict, frozen=True, kw_only=False):
+    """The monitored identity (model, version) of a model name as the upstream server knows it."""
+
+    model: Name
+    version: Name
+
+
+class SidecarConfig(_Strict, frozen=True):
+    """``inferwatch sidecar``: where it listens, what it proxies to, how much it captures, where events go.
+
+    Read from the ``sidecar:`` section of a config file by :func:`load_sidecar_config` (command-line flags
+    override the file). The sidecar starts serving at once; while Kafka is unreachable, events go to the spool.
+
+    Attributes
+    ----------
+    upstream : ``http://host:port`` of the model server in the same pod (no TLS inside the pod).
+    listen_host, listen_port : the proxy listener that clients call instead of the model server.
+    admin_host, admin_port : a separate listener for ``/healthz``, ``/readyz`` and ``/metrics``; separate so the
+        model server's own ``/metrics`` and health routes (vLLM, Triton, KServe all have them) stay reachable
+        through the proxy unchanged.
+    kafka : ``host:port[,host:port...]`` of the Kafka cluster events go to (required by ``inferwatch sidecar``).
+    topic : topic for events.
+    client_id : the Kafka client id.
+    spool : folder of the on-disk spool used while Kafka is unreachable (``None``: no spool, such events are
+        dropped and counted).
+    spool_max_bytes : bound on the spool's size; beyond it events are dropped and counted (``spool_full``).
+    queue_capacity : events held in memory on their way to Kafka or the spool; beyond it they are dropped.
+    models : upstream model name (OIP URL or OpenAI ``model`` field) to monitored model and version; names not
+        listed keep their upstream name, with the version from the URL, the response, or ``default_version``.
+    capture_max_bytes : request or response bodies larger than this are proxied but not captured.
+    connect_timeout_s : to open an upstream connection; a refused connection answers 502, a timeout 504.
+    response_timeout_s : from sending a request upstream to its response head; then 504.
+    idle_timeout_s : the longest silence inside a request or response body (a stalled stream is cut), and how
+        long an idle client keep-alive connection is kept.
+    max_connections : client connections at once; more are answered 503 and closed.
+    upstream_pool_size : upstream connections at once (kept alive and reused); requests beyond wait their turn.
+    max_head_bytes : largest request or response head; a larger request head is answered 431.
+    ready_path : ``GET`` path on the upstream that must answer 2xx for ``/readyz`` (``None``: a TCP connect).
+    payload_sample_rate : fraction of captured requests that carry a redacted, size-capped raw payload.
+    payload_max_chars : cap of each payload text.
+    attributes : bounded attributes (pod, variant) put on every event (at most 16).
+    """
+
+    upstream: str = "http://127.0.0.1:8080"
+    listen_host: str = "0.0.0.0"
+    listen_port: Port = 8000
+    admin_host: str = "0.0.0.0"
+    admin_port: Port = 9400
+    kafka: Name | None = None
+    topic: Name = "inferwatch.events"
+    client_id: Name = "inferwatch-sidecar"
+    spool: str | None = None
+    spool_max_bytes: Positive = 1 << 30
+    queue_capacity: Positive = 100_000
+    models: dict[str, ModelRef] = {}
+    default_version: Name = "unknown"
+    capture_max_bytes: Positive = 1024 * 1024
+    connect_timeout_s: PositiveFloat = 2.0
+    response_timeout_s: PositiveFloat = 60.0
+    idle_timeout_s: PositiveFloat = 60.0
+    max_connections: Positive = 1024
+    upstream_pool_size: Positive = 64
+    max_head_bytes: Positive = 64 * 1024
+    ready_path: str | None = None
+    payload_sample_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    payload_max_chars: Positive = 4096
+    attributes: Annotated[dict[str, str], msgspec.Meta(max_length=16)] = {}
+
+    def __post_init__(self) -> None:
+        # What the field types cannot say (they are checked when a file is loaded).
+        parts = urlsplit(self.upstream)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise ConfigError(f"upstream must look like http://host:port, got {self.upstream!r} at sidecar.upstream")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError as exc:
+            raise ConfigError(f"upstream has an invalid port: {exc} at sidecar.upstream") from exc
+        for key in ("connect_timeout_s", "response_timeout_s", "idle_timeout_s"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"Expected a finite number of seconds > 0, got {value} at sidecar.{key}")
+        if self.ready_path is not None and not self.ready_path.startswith("/"):
+            raise ConfigError(f"ready_path must start with '/', got {self.ready_path!r} at sidecar.ready_path")
+
+    @property
+    def upstream_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the upstream."""
+        parts = urlsplit(self.upstream)
+        return parts.hostname or "", parts.port or 80
 
 
 class Config(_Strict, frozen=True):
@@ -165,6 +271,7 @@ class Config(_Strict, frozen=True):
     detect: DetectConfig = DetectConfig()
     alerts: AlertsConfig = AlertsConfig()
     server: ServerConfig = ServerConfig()
+    sidecar: SidecarConfig | None = None  # read by `inferwatch sidecar` (load_sidecar_config), not the daemon
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -172,13 +279,17 @@ _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; relative profile paths are resolved against its folder."""
+    """Read and validate a daemon's config file; relative profile paths are resolved against its folder.
+
+    A daemon with nothing to watch is refused: ``models`` must list at least one model."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {p}: {getattr(exc, 'strerror', None) or exc}") from exc
     config = load_config_text(text, source=str(p))
+    if not config.models:
+        raise ConfigError(f"{p}: models is empty: list at least one model to watch at models")
     models = [
         msgspec.structs.replace(m, profile=str((p.parent / m.profile).resolve()))
         if not Path(m.profile).is_absolute() else m
@@ -213,3 +324,51 @@ def load_config_text(text: str, source: str = "config") -> Config:
     if duplicates:
         raise ConfigError(f"{source}: models lists {', '.join(duplicates)} more than once")
     return config
+
+
+def load_sidecar_config(path: str | Path | None = None,
+                        overrides: Mapping[str, object] | None = None) -> SidecarConfig:
+    """The ``sidecar:`` section of a config file (only that section is read), with ``overrides`` on top.
+
+    ``overrides`` are the command line's values, by key (``models`` entries are added to the file's); the
+    result is validated once, and an error names the key (``config.yaml: ... at sidecar.listen_port``). A
+    relative ``spool`` folder in the file is resolved against the file's folder. Without ``path``, the
+    defaults with ``overrides``.
+    """
+    source = str(path) if path is not None else "command line"
+    section: dict[str, object] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("sidecar"), dict):
+            raise ConfigError(f"{source}: expected a `sidecar:` mapping at the top level")
+        section = dict(raw["sidecar"])
+        spool = section.get("spool")
+        if isinstance(spool, str) and not Path(spool).is_absolute():
+            section["spool"] = str((p.parent / spool).resolve())
+        models = section.get("models")
+        for ref in models.values() if isinstance(models, dict) else ():
+            # YAML reads `version: 1` as a number; a version is a name.
+            if isinstance(ref, dict) and isinstance(ref.get("version"), int | float):
+                ref["version"] = str(ref["version"])
+    for key, value in (overrides or {}).items():
+        if key == "models" and isinstance(value, Mapping) and isinstance(section.get("models"), dict):
+            section["models"] = {**section["models"], **value}  # type: ignore[dict-item]
+        else:
+            section[key] = value
+    try:
+        return msgspec.convert(section, SidecarConfig)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT.search(message)
+        where = f" at sidecar.{match.group('path')}" if match and match.group("path") else " at sidecar"
+        raise ConfigError(f"{source}: {_AT.sub('', message)}{where}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc

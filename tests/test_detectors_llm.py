@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from detectors.errors import StatisticsError
-from detectors.llm import REFUSAL_PATTERNS, LLMReference, build_llm_reference, is_refusal, llm_quality
+from detectors.llm import LLMReference, build_llm_reference, llm_quality
 
 
 def _traffic(m: int, rng: np.random.Generator, length: float = 120.0, logprob: float = -1.0,
@@ -140,26 +140,3 @@ def test_bad_input_is_rejected(reference: LLMReference) -> None:
         llm_quality(reference, **{**t, "output_tokens": np.full(50, np.nan)})
     with pytest.raises(StatisticsError, match="ascending"):
         LLMReference(np.array([2.0, 1.0]), np.zeros(0), 0.0, 0.0)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("I'm sorry, but I can't help with that.", True),
-        ("  i cannot assist with this request", True),
-        ("\u201cI\u2019m unable to provide that.\u201d", False),  # curly double quote is not stripped: conservative
-        ('"I\u2019m unable to provide that."', True),
-        ("**As an AI language model**, I do not have opinions.", True),
-        ("Unfortunately, I can't do that.", True),
-        ("Sure! Here is the summary you asked for.", False),
-        ("The patient said: I cannot sleep.", False),  # refusal words, but not an opening
-        ("Sorry for the delay: the answer is 42.", False),
-        ("", False),
-    ],
-)
-def test_is_refusal(text: str, expected: bool) -> None:
-    assert is_refusal(text) is expected
-
-
-def test_refusal_patterns_are_lower_case_and_match_themselves() -> None:
-    assert all(p == p.lower() and is_refusal(p.upper()) for p in REFUSAL_PATTERNS)

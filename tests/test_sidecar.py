@@ -436,6 +436,33 @@ def test_chunked_decoder_rejects_garbage() -> None:
         ChunkedDecoder().feed(b"zz\r\n", None)
 
 
+@pytest.mark.parametrize("body", [
+    b"5\r\nhelloXX0\r\n\r\n",  # chunk data not followed by CRLF (the smuggling shape of defect 15)
+    b"5\r\nhello\n0\r\n\r\n",  # LF alone after the data
+    b"5\nhello\r\n0\r\n\r\n",  # bare LF after the size
+    b"-5\r\nhello\r\n0\r\n\r\n",  # not hex
+    b"1" * 16 + b"\r\n",  # more hex digits than any body
+    b"5;" + b"e" * 9000 + b"\r\n",  # size line over MAX_LINE_BYTES
+    b"0\r\nGET /x HTTP/1.1\r\n\r\n",  # a request where the final CRLF should be
+])
+def test_chunked_decoder_rejects_broken_framing_however_it_is_split(body: bytes) -> None:
+    with pytest.raises(HttpError, match="bad_chunk"):
+        ChunkedDecoder().feed(body, None)
+    decoder = ChunkedDecoder()
+    with pytest.raises(HttpError, match="bad_chunk"):
+        for i in range(len(body)):
+            decoder.feed(body[i:i + 1], None)
+
+
+def test_chunked_decoder_splits_at_every_byte_give_the_same_body() -> None:
+    body = b"5\r\nhello\r\n6;name=value\r\n world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT"
+    for cut in range(len(body) + 1):
+        decoder, out = ChunkedDecoder(), list[bytes]()
+        used = decoder.feed(body[:cut], out)
+        used += decoder.feed(body[used:], out) if used == cut else 0
+        assert decoder.done and b"".join(out) == b"hello world" and body[used:] == b"NEXT"
+
+
 def test_a_stream_that_finishes_without_text_is_an_empty_completion_event() -> None:
     from prometheus_client import CollectorRegistry
 

@@ -33,9 +33,9 @@ from typing import Any, Final, Literal
 import msgspec
 import numpy as np
 
-from collectors.sidecar.config import ModelRef, SidecarConfig
+from collectors.refusal import is_refusal
 from collectors.sidecar.metrics import SidecarMetrics
-from detectors.llm import is_refusal
+from monitor.config import ModelRef, SidecarConfig
 from monitor.errors import InferwatchError
 from monitor.events import Generation, InferenceEvent, Latency, Payload
 

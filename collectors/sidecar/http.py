@@ -154,11 +154,19 @@ def with_header(raw: bytes, name: bytes, value: bytes) -> bytes:
 
 
 class ChunkedDecoder:
-    """Incremental chunked-body decoder that reports how many bytes belong to the body.
+    """Incremental chunked-body decoder that reports how many bytes belong to the body (RFC 9112 §7.1).
 
     ``feed`` consumes bytes up to the end of the body and no further, appends the decoded data to ``out``
     (when given) and returns the number of bytes consumed; :attr:`done` tells whether the body ended.
-    Lines (chunk sizes, trailers) are bounded by :data:`MAX_LINE_BYTES`.
+    Framing is checked strictly, since a proxy and its upstream that disagree on where a body ends are a
+    request-smuggling hole: a chunk size must be hexadecimal, every line must end in CRLF (no bare LF), chunk
+    data must be followed by CRLF, trailer lines must be header fields, and lines (chunk sizes, trailers) are
+    bounded by :data:`MAX_LINE_BYTES`. Anything else raises :class:`HttpError` (reason ``bad_chunk``).
+
+    >>> ChunkedDecoder().feed(b"5\\r\\nhelloXX0\\r\\n\\r\\n", None)
+    Traceback (most recent call last):
+    ...
+    collectors.sidecar.http.HttpError: bad_chunk: chunk data not followed by CRLF
     """
 
     __slots__ = ("_line", "_remaining", "_state", "done")
@@ -168,23 +176,29 @@ class ChunkedDecoder:
     def __init__(self) -> None:
         self._state = self._SIZE
         self._remaining = 0
-        self._line = b""
+        self._line = b""  # a line (or the CRLF after chunk data) split across feeds
         self.done = False
 
     def feed(self, data: bytes, out: list[bytes] | None) -> int:
         i, n = 0, len(data)
         while i < n and not self.done:
             if self._state in (self._SIZE, self._TRAILER):
-                j = data.find(b"\n", i)
+                j = data.find(b"\n", i, i + MAX_LINE_BYTES + 1 - len(self._line))
                 if j < 0:
                     self._line += data[i:]
                     if len(self._line) > MAX_LINE_BYTES:
                         raise HttpError("bad_chunk", "chunk line too long")
                     return n
-                line = (self._line + data[i:j]).rstrip(b"\r")
+                line = self._line + data[i:j]
                 self._line = b""
                 i = j + 1
+                if not line.endswith(b"\r"):
+                    raise HttpError("bad_chunk", "chunk line not ended by CRLF")
+                line = line[:-1]
                 if self._state == self._TRAILER:
+                    name, sep, _ = line.partition(b":")
+                    if line and (not sep or not _TOKEN.fullmatch(name)):
+                        raise HttpError("bad_chunk", f"invalid trailer line {line[:32]!r}")
                     self.done = not line
                     continue
                 size = line.split(b";", 1)[0].strip(b" \t")
@@ -192,17 +206,23 @@ class ChunkedDecoder:
                     raise HttpError("bad_chunk", f"invalid chunk size {size[:32]!r}")
                 self._remaining = int(size, 16)
                 self._state = self._DATA if self._remaining else self._TRAILER
-            else:
+            elif self._state == self._DATA:
                 take = min(self._remaining, n - i)
-                if self._state == self._DATA and out is not None:
+                if out is not None:
                     out.append(data[i:i + take])
                 i += take
                 self._remaining -= take
                 if not self._remaining:
-                    if self._state == self._DATA:
-                        self._state, self._remaining = self._CRLF, 2
-                    else:
-                        self._state = self._SIZE
+                    self._state = self._CRLF
+            else:  # the CRLF that must end chunk data
+                piece = data[i:i + 2 - len(self._line)]
+                i += len(piece)
+                self._line += piece
+                if not b"\r\n".startswith(self._line):
+                    raise HttpError("bad_chunk", "chunk data not followed by CRLF")
+                if len(self._line) == 2:
+                    self._line = b""
+                    self._state = self._SIZE
         return i
 
 

@@ -16,7 +16,11 @@ CAPTURE_SKIP_REASONS: Final = ("too_large", "invalid_json", "malformed", "non_fi
 UPSTREAM_ERRORS: Final = ("connect_refused", "connect_timeout", "response_timeout", "idle_timeout", "reset",
                           "bad_response")
 #: Client-side failures.
-CLIENT_ERRORS: Final = ("bad_request", "head_too_large", "disconnect", "idle_timeout", "too_many_connections")
+CLIENT_ERRORS: Final = ("bad_request", "bad_chunk", "head_too_large", "disconnect", "idle_timeout",
+                        "too_many_connections")
+#: Why a response was cut after its head had reached the client (the client connection is reset, not closed):
+#: the upstream reset or closed before the body's end, stalled, or the request body failed or timed out.
+CUT_REASONS: Final = ("upstream_reset", "upstream_closed", "upstream_stalled", "request_timeout", "bad_request")
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -29,6 +33,7 @@ class SidecarMetrics:
     capture_skipped: Counter
     upstream_errors: Counter
     client_errors: Counter
+    responses_cut: Counter
     connections: Gauge
     connections_limit: Gauge
     upstream_connections: Gauge
@@ -53,6 +58,9 @@ def sidecar_metrics(registry: CollectorRegistry) -> SidecarMetrics:
                                 ("reason",), registry=registry),
         client_errors=Counter("inferwatch_sidecar_client_errors_total", "Client-side failures, by reason.",
                               ("reason",), registry=registry),
+        responses_cut=Counter("inferwatch_sidecar_responses_cut_total",
+                              "Responses cut short after their head was relayed (the client connection is reset), "
+                              "by reason.", ("reason",), registry=registry),
         connections=Gauge("inferwatch_sidecar_connections", "Open client connections.", registry=registry),
         connections_limit=Gauge("inferwatch_sidecar_connections_limit", "Most client connections at once.",
                                 registry=registry),
@@ -75,8 +83,10 @@ def sidecar_metrics(registry: CollectorRegistry) -> SidecarMetrics:
         m.upstream_errors.labels(reason=reason)
     for reason in CLIENT_ERRORS:
         m.client_errors.labels(reason=reason)
+    for reason in CUT_REASONS:
+        m.responses_cut.labels(reason=reason)
     return m
 
 
-__all__ = ["CAPTURE_SKIP_REASONS", "CLIENT_ERRORS", "ROUTES", "UPSTREAM_ERRORS", "SidecarMetrics",
+__all__ = ["CAPTURE_SKIP_REASONS", "CLIENT_ERRORS", "CUT_REASONS", "ROUTES", "UPSTREAM_ERRORS", "SidecarMetrics",
            "sidecar_metrics"]

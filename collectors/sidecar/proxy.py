@@ -7,8 +7,10 @@ the response head when the upstream did not echo it. The proxy only finds where 
 routes it also keeps the decoded bodies, up to the capture cap, for the capturer (which runs off the loop).
 
 Failure handling, each case counted by reason: an unreachable upstream is answered 502, a connect or response
-head timeout 504, a reset before the response head 502; a reset or a stall (longer than ``idle_timeout_s``)
-after the head cuts the client connection, as the status line has already gone out. A client that
+head timeout 504, a reset before the response head 502; a reset, an early close or a stall (longer than
+``idle_timeout_s``) after the head cuts the client connection with a TCP reset, as the status line has already
+gone out (a body that ends at the close must not end cleanly when the upstream's did not). A request body with
+broken chunked framing is answered 400 and the bytes after the break are never forwarded. A client that
 disconnects closes its upstream connection. Buffers are bounded: heads by ``max_head_bytes``, bodies in flight
 by the transports' write-buffer limits (reading from one side pauses while the other side cannot keep up).
 Not supported: ``101 Switching Protocols`` (upgrades are refused by closing the connection after the head), and
@@ -18,8 +20,11 @@ retrying a request whose pooled upstream connection was closed by the upstream a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import socket
+import struct
 import time
 import uuid
 from collections import deque
@@ -30,7 +35,6 @@ from prometheus_client import Counter, Histogram
 
 from collectors.producer import EventProducer
 from collectors.sidecar.capture import Capturer, Exchange, ExchangeBatch, Route, route_of
-from collectors.sidecar.config import SidecarConfig
 from collectors.sidecar.http import (
     NO_BODY,
     ChunkedDecoder,
@@ -45,6 +49,7 @@ from collectors.sidecar.http import (
     with_header,
 )
 from collectors.sidecar.metrics import ROUTES, STATUS_CLASSES, SidecarMetrics
+from monitor.config import SidecarConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +139,7 @@ class Upstream(asyncio.Protocol):
         self.pool.lost(self)
         client, self.client = self.client, None
         if client is not None:
-            client.upstream_lost()
+            client.upstream_lost(exc)
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -361,9 +366,9 @@ class Client(asyncio.Protocol):
             self._fail(503, "Service Unavailable", b"sidecar: no upstream connection became free\n", None)
         elif not flight.request_done:
             self.s.metrics.client_errors.labels(reason="idle_timeout").inc()
-            self._fail(408, "Request Timeout", b"sidecar: request body timed out\n", None)
+            self._fail(408, "Request Timeout", b"sidecar: request body timed out\n", None, cut="request_timeout")
         elif flight.response is not None:
-            self._fail(504, "Gateway Timeout", b"sidecar: upstream stalled\n", "idle_timeout")
+            self._fail(504, "Gateway Timeout", b"sidecar: upstream stalled\n", "idle_timeout", cut="upstream_stalled")
 
     def _close(self) -> None:
         self.closed = True
@@ -443,9 +448,10 @@ class Client(asyncio.Protocol):
             before = len(body) if body is not None else 0
             try:
                 take = flight.chunks.feed(data, body)
-            except HttpError:
-                self.s.metrics.client_errors.labels(reason="bad_request").inc()
-                self._fail(400, "Bad Request", b"sidecar: invalid chunked request body\n", None)
+            except HttpError as exc:  # never forwarded: the upstream connection is discarded
+                self.s.metrics.client_errors.labels(reason="bad_chunk").inc()
+                self._fail(400, "Bad Request", f"sidecar: invalid chunked request body: {exc}\n".encode(), None,
+                           cut="bad_request")
                 return b""
             flight.request_done = flight.chunks.done
             if body is not None:
@@ -569,16 +575,18 @@ class Client(asyncio.Protocol):
                 flight.pieces.append((self.s.loop.time(), flight.capture_size))
         return take, done
 
-    def upstream_lost(self) -> None:
+    def upstream_lost(self, exc: Exception | None) -> None:
+        """The upstream connection ended: cleanly (``exc`` None: EOF) or not (a reset, an I/O error)."""
         flight = self.flight
         if flight is None:
             return
         flight.upstream = None
-        if flight.response is not None and flight.framing.kind == "close":
-            flight.reusable = False
+        if flight.response is not None and flight.framing.kind == "close" and exc is None:
+            flight.reusable = False  # a clean close is how this body ends
             self._finish(flight)
-        else:
-            self._fail(502, "Bad Gateway", b"sidecar: upstream closed the connection\n", "reset")
+        else:  # before the head: answered 502; after it: the client connection is reset the same way
+            self._fail(502, "Bad Gateway", b"sidecar: upstream closed the connection\n", "reset",
+                       cut="upstream_closed" if exc is None else "upstream_reset")
 
     def _response_timeout(self, flight: Flight) -> None:
         if flight is self.flight and flight.response is None:
@@ -586,8 +594,13 @@ class Client(asyncio.Protocol):
             self._fail(504, "Gateway Timeout", b"sidecar: upstream response timed out\n", "response_timeout")
 
     # -- ends ---------------------------------------------------------------------------------------------------
-    def _fail(self, status: int, reason: str, body: bytes, upstream_reason: str | None) -> None:
-        """End the current request with an error: a response of our own if nothing was sent yet, else a cut."""
+    def _fail(self, status: int, reason: str, body: bytes, upstream_reason: str | None, *,
+              cut: str = "upstream_reset") -> None:
+        """End the current request with an error: a response of our own if nothing was sent yet, else a cut.
+
+        A cut resets the client connection (RST, not a clean close), so that a client reading a body that ends
+        at the close cannot take the truncated body for a complete one; it is counted by ``cut`` reason.
+        """
         flight, self.flight = self.flight, None
         if flight is None:
             return
@@ -601,7 +614,8 @@ class Client(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             if flight.sent:
-                self.transport.abort()
+                self.s.metrics.responses_cut.labels(reason=cut).inc()
+                _reset(self.transport)
             else:
                 self.transport.write(simple_response(status, reason, body,
                                                      extra=((_X_REQUEST_ID, flight.request_id),)))
@@ -651,6 +665,15 @@ class Client(asyncio.Protocol):
                             response_body=b"".join(flight.capture_body), event_stream=flight.event_stream,
                             pieces=flight.pieces, started=flight.started, finished=finished)
         s.submit(exchange)
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Abort with a TCP reset (SO_LINGER 0) rather than a FIN, which a client could take for a clean end."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 __all__ = ["Client", "Shared", "Upstream", "UpstreamPool"]

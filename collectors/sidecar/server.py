@@ -12,10 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from collectors.producer import EventProducer
 from collectors.sidecar.capture import Capturer, Redactor
-from collectors.sidecar.config import SidecarConfig
 from collectors.sidecar.http import HttpError, parse_request_head, parse_response_head, simple_response
 from collectors.sidecar.metrics import sidecar_metrics
 from collectors.sidecar.proxy import Client, Shared
+from monitor.config import SidecarConfig
+from monitor.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,19 @@ class Sidecar:
     producer : where captures go (``None``: captures are built and counted but not sent, for tests).
     registry : the sidecar's metrics registry, served on ``/metrics``.
     redact : applied to raw text before it is attached to a sampled payload.
+    status : a line added to the ``/readyz`` answer (e.g. whether the Kafka producer is connected yet). It does
+        not change readiness: the proxy serves, and spools events, while Kafka is away (fail-open).
     """
 
     def __init__(self, config: SidecarConfig, producer: EventProducer | None, registry: CollectorRegistry,
-                 redact: Redactor | None = None) -> None:
+                 redact: Redactor | None = None, status: Callable[[], str] | None = None) -> None:
         self.config = config
         self.registry = registry
         self.metrics = sidecar_metrics(registry)
         self.metrics.connections_limit.set(config.max_connections)
         self.capturer = Capturer(config, self.metrics, redact)
         self._producer = producer
+        self._status = status
         self._shared: Shared | None = None
         self._proxy: asyncio.Server | None = None
         self._admin: asyncio.Server | None = None
@@ -54,10 +58,20 @@ class Sidecar:
         """Listen on both ports (port 0 picks a free one: see :attr:`address`)."""
         loop = asyncio.get_running_loop()
         shared = self._shared = Shared(self.config, self.metrics, self.capturer, self._producer, loop)
-        self._proxy = await loop.create_server(lambda: Client(shared), self.config.listen_host,
-                                               self.config.listen_port, backlog=1024, reuse_address=True)
-        self._admin = await asyncio.start_server(self._serve_admin, self.config.admin_host, self.config.admin_port,
-                                                 reuse_address=True)
+        config = self.config
+        try:
+            self._proxy = await loop.create_server(lambda: Client(shared), config.listen_host, config.listen_port,
+                                                   backlog=1024, reuse_address=True)
+        except OSError as exc:  # in use, or an address this host does not have
+            raise ConfigError(f"cannot listen on {config.listen_host}:{config.listen_port} (sidecar.listen_port): "
+                              f"{exc.strerror or exc}") from exc
+        try:
+            self._admin = await asyncio.start_server(self._serve_admin, config.admin_host, config.admin_port,
+                                                     reuse_address=True)
+        except OSError as exc:
+            self._proxy.close()
+            raise ConfigError(f"cannot listen on {config.admin_host}:{config.admin_port} (sidecar.admin_port): "
+                              f"{exc.strerror or exc}") from exc
         self._sweeper = loop.create_task(self._sweep())
         log.info("sidecar proxying %s:%d -> %s, admin on %s:%d", *self.address, self.config.upstream,
                  *self.admin_address)
@@ -138,6 +152,8 @@ class Sidecar:
                 out = simple_response(200, "OK", b"ok\n")
             elif path == "/readyz":
                 ok, why = await self.ready()
+                if self._status is not None:
+                    why = f"{why}\n{self._status()}"
                 out = simple_response(200 if ok else 503, "OK" if ok else "Service Unavailable", f"{why}\n".encode())
             elif path == "/metrics":
                 out = simple_response(200, "OK", generate_latest(self.registry),
@@ -154,9 +170,9 @@ class Sidecar:
 
 async def serve(config: SidecarConfig, producer: EventProducer | None, registry: CollectorRegistry,
                 stop: threading.Event | asyncio.Event, *, redact: Redactor | None = None,
-                on_started: Callable[[Sidecar], None] | None = None) -> None:
+                on_started: Callable[[Sidecar], None] | None = None, status: Callable[[], str] | None = None) -> None:
     """Run the sidecar on the running loop until ``stop`` is set."""
-    sidecar = Sidecar(config, producer, registry, redact)
+    sidecar = Sidecar(config, producer, registry, redact, status)
     await sidecar.start()
     try:
         if on_started is not None:
@@ -172,13 +188,13 @@ async def serve(config: SidecarConfig, producer: EventProducer | None, registry:
 
 def run_sidecar(config: SidecarConfig, producer: EventProducer | None, registry: CollectorRegistry,
                 stop: threading.Event | asyncio.Event, *, redact: Redactor | None = None,
-                on_started: Callable[[Sidecar], None] | None = None) -> None:
+                on_started: Callable[[Sidecar], None] | None = None, status: Callable[[], str] | None = None) -> None:
     """Run the sidecar in this thread, on a new event loop, until ``stop`` is set; then stop cleanly.
 
     The producer is not closed: its owner flushes and closes it after this returns. An ``asyncio.Event``
     ``stop`` must be set from the sidecar's own loop (e.g. by a signal handler installed in ``on_started``).
     """
-    asyncio.run(serve(config, producer, registry, stop, redact=redact, on_started=on_started))
+    asyncio.run(serve(config, producer, registry, stop, redact=redact, on_started=on_started, status=status))
 
 
 __all__ = ["Sidecar", "run_sidecar", "serve"]
