@@ -162,10 +162,10 @@ class EventProducer:
     :class:`~collectors.connecting.ConnectingProducer`: until it is connected its sends fail, and batches go to the
     spool. With :class:`~monitor.transport.kafka.KafkaTransport`, ``ack_timeout_s`` (not kafka-python's retries) decides
     when the spool takes over, and kafka-python should reconnect quickly: ``KafkaTransport(bootstrap,
-    extra_producer={"reconnect_backoff_max_ms": 1000})`` (its default backs off to 30 s). Keep
-    ``delivery_timeout_ms`` (default 120 s) longer than the outages to ride out: in kafka-python 3.0.12 an
-    idempotent producer whose batch expires resets its producer id and, in our tests, never sends again after
-    the broker returns; the records it still holds arrive as duplicates (``late_acked``).
+    extra_producer={"reconnect_backoff_max_ms": 1000})`` (its default backs off to 30 s). After an outage longer
+    than kafka-python's ``delivery_timeout_ms`` (default 120 s), its idempotent client can no longer send; the
+    transport then replaces it (counted in ``inferwatch_transport_producer_rebuilds_total``), its undelivered
+    records fail, and they are spooled and replayed like any other failed send.
 
     Parameters
     ----------

@@ -52,7 +52,7 @@ def load_profiles(config: Config) -> dict[str, Profile]:
     return profiles
 
 
-def build_transport(config: Config) -> Transport:
+def build_transport(config: Config, registry: CollectorRegistry | None = None) -> Transport:
     """The in-process bus without ``kafka:``; else a Kafka client, once the cluster answers (topics created
     when ``kafka.create_topics``)."""
     if config.kafka is None:
@@ -63,7 +63,7 @@ def build_transport(config: Config) -> Transport:
         t = config.topics
         ensure_topics(k.bootstrap, {t.events: k.partitions, t.feedback: k.partitions, t.results: k.partitions,
                                     t.deadletter: 1})
-    return KafkaTransport(k.bootstrap, client_id=k.client_id)
+    return KafkaTransport(k.bootstrap, client_id=k.client_id, registry=registry)
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     profiles = load_profiles(config) if profiles is None else profiles
     registry = CollectorRegistry() if registry is None else registry
     metrics = daemon_metrics(registry)
-    transport = build_transport(config)
+    transport = build_transport(config, registry)
     producer = transport.producer()
     consumer = transport.consumer([config.topics.events, config.topics.feedback],
                                   config.kafka.group if config.kafka else EMBEDDED_GROUP)

@@ -22,9 +22,10 @@ torch = pytest.importorskip("torch", reason="the end-to-end test serves a torch 
 
 from collectors import IMAGE_FEATURES, ClassifierCollector, EventProducer, image_summary  # noqa: E402
 from detectors import build_reference  # noqa: E402
-from monitor.demo import _digits, inject, train_cnn  # noqa: E402
+from monitor.demo.cnn import _digits, inject, train_cnn  # noqa: E402
 from monitor.profiles import Profile, save_profile  # noqa: E402
 from monitor.transport import KafkaTransport  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 WINDOW = 200
@@ -57,14 +58,6 @@ def webhook() -> Iterator[Webhook]:
     hook = Webhook()
     yield hook
     hook.server.shutdown()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -19,18 +18,12 @@ import pytest
 from monitor.config import load_config_text
 from monitor.daemon import run_daemon
 from monitor.events import encode_batch
-from tests.support import events, write_profile
+from tests.support import events, free_port, write_profile
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(PROMETHEUS is None, reason="needs Prometheus: apt-get install prometheus "
                                                               "(make test installs it)")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def query(port: int, promql: str) -> list[dict[str, object]]:

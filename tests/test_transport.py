@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -12,6 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pytest
+from kafka import KafkaAdminClient
+from prometheus_client import CollectorRegistry
 
 from monitor.errors import TransportError
 from monitor.transport import (
@@ -24,9 +25,9 @@ from monitor.transport import (
     ensure_topics,
 )
 from monitor.transport.kafka import wait_until_ready
+from tests.support import DEADLINE_S, free_port, wait_until
 
 PARTITIONS = 3
-DEADLINE_S = 20.0
 
 
 class KafkaBroker(Protocol):
@@ -199,7 +200,7 @@ def test_poll_without_data_returns_empty_after_timeout(harness: Harness) -> None
     consumer.poll(0.2)  # let a Kafka consumer join its group first
     start = time.monotonic()
     assert consumer.poll(1.0) == []
-    assert 0.9 <= time.monotonic() - start <= 2.5
+    assert time.monotonic() - start >= 0.9  # it waited for data (how much longer depends on the machine's load)
 
 
 def test_closed_clients_raise(harness: Harness) -> None:
@@ -245,28 +246,37 @@ def test_memory_group_members_share_partitions() -> None:
 
 
 def test_memory_poll_wakes_on_send_and_close() -> None:
+    """A poll waiting an hour returns as soon as a record arrives, and raises as soon as the bus closes: the
+    generous deadline below is a minute, so a poll that only looked again at its timeout cannot pass."""
     bus = MemoryBus()
     consumer = bus.consumer(["t"], "g")
-    threading.Timer(0.1, lambda: bus.producer().send("t", b"x")).start()
-    start = time.monotonic()
-    assert [m.value for m in consumer.poll(5)] == [b"x"]
-    assert time.monotonic() - start < 2
-    threading.Timer(0.1, bus.close).start()
-    with pytest.raises(TransportError):
-        consumer.poll(5)
+    outcome: list[object] = []
+
+    def poll() -> None:
+        try:
+            outcome.append([m.value for m in consumer.poll(3600)])
+        except TransportError as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=poll, daemon=True)
+    waiting.start()
+    bus.producer().send("t", b"x")
+    wait_until(lambda: outcome, "the waiting poll to return the record")
+    assert outcome == [[b"x"]]
+    waiting = threading.Thread(target=poll, daemon=True)
+    waiting.start()
+    bus.close()
+    wait_until(lambda: len(outcome) == 2, "the waiting poll to end when the bus closed")
+    assert isinstance(outcome[1], TransportError)
 
 
 # -- Kafka specifics ---------------------------------------------------------------------------------
 
 
-def test_wait_until_ready_names_unreachable_address() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{sock.getsockname()[1]}"
-    start = time.monotonic()
-    with pytest.raises(TransportError, match=address):
+def test_wait_until_ready_names_unreachable_address_and_its_timeout() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(TransportError, match=f"unreachable at {address} after 1 s"):
         wait_until_ready(address, timeout_s=1.0)
-    assert time.monotonic() - start < 5
 
 
 @pytest.mark.kafka
@@ -274,7 +284,15 @@ def test_wait_until_ready_and_ensure_topics_idempotent(kafka_bootstrap: str) -> 
     wait_until_ready(kafka_bootstrap, timeout_s=10)
     name = _name("t")
     ensure_topics(kafka_bootstrap, {name: 2})
-    ensure_topics(kafka_bootstrap, {name: 2})
+    ensure_topics(kafka_bootstrap, {name: 2})  # already there: no error
+    ensure_topics(kafka_bootstrap, {name: 5})  # an existing topic is left as it is
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="inferwatch-test")
+    try:
+        (topic,) = admin.describe_topics([name])
+    finally:
+        admin.close()
+    assert (topic["name"], topic["error_code"]) == (name, 0)
+    assert sorted(p["partition_index"] for p in topic["partitions"]) == [0, 1]
 
 
 @pytest.mark.kafka
@@ -295,5 +313,32 @@ def test_broker_restart_keeps_data_offsets_and_address(kafka_broker: KafkaBroker
         assert send_all(producer, topic, [(None, b"4")]) == [None]  # the old producer reconnects
         again = transport.consumer([topic], group)
         assert [m.value for m in drain(again, 3)] == [b"2", b"3", b"4"]
+    finally:
+        transport.close()
+
+
+@pytest.mark.kafka
+def test_a_record_the_broker_refuses_does_not_end_the_producer(kafka_bootstrap: str) -> None:
+    """kafka-python turns a non-retriable produce error of an idempotent producer (here a record over the topic's
+    ``max.message.bytes``) into a fatal state that fails every later record; the transport replaces the client."""
+    topic = _name("t")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="inferwatch-test")
+    try:
+        admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1,
+                                     "configs": {"max.message.bytes": "2048"}}}, wait_for_metadata=True)
+    finally:
+        admin.close()
+    registry = CollectorRegistry()
+    transport = KafkaTransport(kafka_bootstrap, client_id="inferwatch-test", registry=registry)
+    try:
+        producer = transport.producer()
+        assert send_all(producer, topic, [(None, b"before")]) == [None]
+        (refused,) = send_all(producer, topic, [(None, b"x" * 10_000)])
+        assert isinstance(refused, TransportError) and "MessageSizeTooLarge" in str(refused)
+        assert send_all(producer, topic, [(None, b"after-%d" % i) for i in range(5)]) == [None] * 5
+        assert registry.get_sample_value("inferwatch_transport_producer_rebuilds_total",
+                                         {"reason": "fatal_error"}) == 1
+        consumer = transport.consumer([topic], _name("g"))
+        assert [m.value for m in drain(consumer, 6)] == [b"before"] + [b"after-%d" % i for i in range(5)]
     finally:
         transport.close()

@@ -1,7 +1,16 @@
-"""Apache Kafka transport on kafka-python (3.x): idempotent producer, manually committed consumers.
+"""Apache Kafka transport on kafka-python (3.x): self-healing idempotent producer, manually committed consumers.
 
 Also :func:`ensure_topics` and :func:`wait_until_ready` for deployment and tests. kafka-python logs a
 lot at INFO; importing this module raises the ``kafka`` logger to WARNING unless a level was set.
+
+Why the producer heals itself: in kafka-python 3.0.12, when a batch that was already sent once expires
+(``delivery_timeout_ms`` passed, as in any broker outage longer than that under traffic), the sender calls
+``TransactionManager.reset_producer_id()``. That clears the producer id but leaves the manager in ``READY``,
+and the sender only asks for a new id from ``UNINITIALIZED``: from then on it waits for an id that is never
+requested, sends nothing, and never completes a future, even after the broker is back. A fatal error (a
+non-retriable produce error, fencing) also ends the client for good. :class:`KafkaTransport`'s producer checks
+its client before each send and flush and, in such a state, replaces it with a new ``KafkaProducer`` (records
+still held by the old one fail with ``TransportError``, so the caller can spool and resend them).
 """
 
 from __future__ import annotations
@@ -10,11 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import CollectorRegistry, Counter
 
 from monitor.errors import TransportError
 from monitor.transport.base import (
@@ -26,7 +36,7 @@ from monitor.transport.base import (
     validate_topic,
 )
 
-__all__ = ["KafkaTransport", "ensure_topics", "wait_until_ready"]
+__all__ = ["REBUILD_REASONS", "KafkaTransport", "RebuildReason", "ensure_topics", "wait_until_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,15 @@ _FORCE_CLOSE_JOIN_S = 5.0
 #: How long a new consumer waits for its topics to appear in its metadata before joining its group anyway
 #: (a topic that does not exist yet is created on first use by the broker, or never).
 _TOPIC_METADATA_WAIT_S = 10.0
+#: Least time between two rebuilds of one producer: a client that breaks again at once (a fatal error on every
+#: send) is not replaced in a loop; sends in between fail with TransportError.
+_REBUILD_INTERVAL_S = 1.0
+#: How often a flush checks that its client can still complete records.
+_FLUSH_CHECK_S = 0.5
+
+#: Why a producer's kafka-python client was replaced (the ``reason`` label of the rebuilds counter).
+RebuildReason = Literal["producer_id_reset", "fatal_error", "io_thread_stopped", "closed"]
+REBUILD_REASONS: tuple[RebuildReason, ...] = ("producer_id_reset", "fatal_error", "io_thread_stopped", "closed")
 
 _kafka_log = logging.getLogger("kafka")
 if _kafka_log.level == logging.NOTSET:
@@ -132,6 +151,9 @@ class KafkaTransport(Transport):
         Per-request timeout; also the bootstrap timeout of new clients and the commit timeout.
     extra_producer, extra_consumer
         Further kafka-python options, applied last (they override the defaults above).
+    registry
+        Where ``inferwatch_transport_producer_rebuilds_total{reason}`` is made: how often a producer's
+        kafka-python client was found unable to deliver again and replaced (a private registry by default).
     """
 
     def __init__(
@@ -143,6 +165,7 @@ class KafkaTransport(Transport):
         request_timeout_ms: int = 30000,
         extra_producer: Mapping[str, Any] | None = None,
         extra_consumer: Mapping[str, Any] | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if not bootstrap:
             raise ValueError("bootstrap must name at least one host:port")
@@ -183,9 +206,16 @@ class KafkaTransport(Transport):
         self._lock = threading.Lock()
         self._open: set[_KafkaProducer | _KafkaConsumer] = set()
         self._closed = False
+        self._rebuild_counter = Counter(
+            "inferwatch_transport_producer_rebuilds_total",
+            "Kafka producer clients replaced because they could no longer deliver (producer id reset after an "
+            "expired batch, a fatal error, their I/O thread gone, or closed under us), by reason.",
+            ("reason",), registry=CollectorRegistry() if registry is None else registry)
+        for reason in REBUILD_REASONS:
+            self._rebuild_counter.labels(reason=reason)
 
     def producer(self) -> Producer:
-        """Create an idempotent producer (``acks="all"``).
+        """Create an idempotent producer (``acks="all"``) that replaces its client when the client breaks.
 
         Raises
         ------
@@ -193,13 +223,19 @@ class KafkaTransport(Transport):
             The broker cannot be reached within ``request_timeout_ms`` or the options are invalid.
         """
         self._check_open()
-        try:
-            client = KafkaProducer(**self._producer_config)
-        except KafkaError as exc:
-            raise self._connect_error("producer", exc) from exc
-        producer = _KafkaProducer(client, self)
+        producer = _KafkaProducer(self._new_client(), self)
         self._register(producer)
         return producer
+
+    def _new_client(self, api_version: tuple[int, ...] | None = None) -> KafkaProducer:
+        """A kafka-python producer; with the ``api_version`` of an earlier client it does not wait for the
+        broker (it connects in the background), so a rebuild never blocks the sending thread."""
+        config = self._producer_config if api_version is None else {**self._producer_config,
+                                                                     "api_version": api_version}
+        try:
+            return KafkaProducer(**config)
+        except KafkaError as exc:
+            raise self._connect_error("producer", exc) from exc
 
     def consumer(self, topics: Sequence[str], group: str) -> Consumer:
         """Create a consumer of ``topics`` in ``group`` (auto-commit off, earliest offset reset).
@@ -276,11 +312,104 @@ def _delivery_error(topic: str, exc: BaseException) -> TransportError:
     return err
 
 
+def _broken(client: KafkaProducer) -> RebuildReason | None:
+    """Why ``client`` will never complete another record, or None while it can.
+
+    Reads kafka-python 3.x internals (``_sender``, ``_transaction_manager``); attributes it does not have
+    count as healthy, so another version degrades to no healing rather than to an error.
+    """
+    if getattr(client, "_closed", False):
+        return "closed"
+    sender = getattr(client, "_sender", None)
+    if sender is not None and not sender.is_alive():
+        return "io_thread_stopped"
+    manager = getattr(client, "_transaction_manager", None)
+    if manager is None:
+        return None
+    if manager.has_fatal_error():
+        return "fatal_error"
+    # After reset_producer_id() the manager is READY without an id, and the sender requests one only from
+    # UNINITIALIZED: it waits forever (module docstring). A request in progress is INITIALIZING or BUMPING.
+    state = getattr(getattr(manager, "_current_state", None), "name", None)
+    if not manager.is_transactional() and not manager.has_producer_id() and state == "READY":
+        return "producer_id_reset"
+    return None
+
+
+def _undelivered(client: KafkaProducer) -> int:
+    """Batches ``client`` has not completed (0 where kafka-python does not expose them)."""
+    incomplete = getattr(getattr(client, "_accumulator", None), "_incomplete", None)
+    return len(incomplete.all()) if incomplete is not None else 0
+
+
+def _force_close(client: KafkaProducer) -> None:
+    """Fail every record ``client`` still holds (their errbacks run) and close it without waiting."""
+    sender = getattr(client, "_sender", None)
+    if sender is not None and sender.is_alive():
+        sender.force_close()  # fails every incomplete batch, then the I/O thread exits
+        if threading.current_thread() is not sender:
+            sender.join(_FORCE_CLOSE_JOIN_S)
+    client.close(timeout=0)
+
+
 class _KafkaProducer(Producer):
+    """The transport's producer: one kafka-python client, replaced when :func:`_broken` says it is done.
+
+    The check runs before every ``send`` and, every ``_FLUSH_CHECK_S``, during ``flush``; it reads a few
+    attributes, so it costs nothing next to a send. The replacement gets the old client's ``api_version``
+    and so is made without waiting for the broker. Records the old client held fail (``on_done(exc)``):
+    they may or may not have reached the broker, and the caller decides whether to send them again.
+    """
+
     def __init__(self, client: KafkaProducer, owner: KafkaTransport) -> None:
         self._client = client
         self._owner = owner
         self._closed = False
+        self._lock = threading.Lock()  # serialises rebuilds and close
+        self._rebuilt_at = -_REBUILD_INTERVAL_S
+        self._rebuilds = 0
+
+    @property
+    def rebuilds(self) -> int:
+        """How many times the kafka-python client was replaced."""
+        return self._rebuilds
+
+    def _healthy(self) -> KafkaProducer:
+        """The client to use: the current one, or a new one if the current one is broken.
+
+        Raises
+        ------
+        TransportError
+            The producer is closed, or its client is broken and was replaced less than
+            ``_REBUILD_INTERVAL_S`` ago (or a new one could not be made).
+        """
+        client = self._client
+        if self._closed:
+            raise TransportError("the Kafka producer is closed")
+        reason = _broken(client)
+        if reason is None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise TransportError("the Kafka producer is closed")
+            if self._client is not client:  # another thread rebuilt it meanwhile
+                return self._client
+            now = time.monotonic()
+            if now - self._rebuilt_at < _REBUILD_INTERVAL_S:
+                raise TransportError(f"the Kafka producer's client is broken ({reason}); it was replaced "
+                                     f"{now - self._rebuilt_at:.1f} s ago and is replaced again shortly")
+            self._rebuilt_at = now
+            self._client = self._owner._new_client(api_version=client.config.get("api_version"))
+            self._rebuilds += 1
+            self._owner._rebuild_counter.labels(reason=reason).inc()
+        log.warning("Kafka producer for %s cannot deliver any more (%s): replaced it with a new client; its %d "
+                    "undelivered batch(es) fail with TransportError", self._owner.bootstrap, reason,
+                    _undelivered(client))
+        try:
+            _force_close(client)
+        except Exception:  # the old client is gone either way; the new one is in place
+            log.exception("closing the replaced Kafka producer client failed")
+        return self._client
 
     def send(
         self,
@@ -292,8 +421,9 @@ class _KafkaProducer(Producer):
     ) -> None:
         validate_topic(topic)
         header_list = [(name, bytes(data)) for name, data in headers]
+        client = self._healthy()
         try:
-            future = self._client.send(topic, value=value, key=key, headers=header_list)
+            future = client.send(topic, value=value, key=key, headers=header_list)
         except KafkaError as exc:
             raise TransportError(f"cannot enqueue record for {topic}: {exc}") from exc
         if on_done is not None:
@@ -301,10 +431,18 @@ class _KafkaProducer(Producer):
             future.add_errback(lambda exc: on_done(_delivery_error(topic, exc)))
 
     def flush(self, timeout_s: float | None = None) -> None:
-        try:
-            self._client.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            raise TransportError(f"flush did not complete within {timeout_s} s: {exc}") from exc
+        """Wait for every record sent so far; a client found broken meanwhile is replaced, which fails its
+        records and so completes them."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            client = self._healthy()
+            step = _FLUSH_CHECK_S if deadline is None else max(0.0, min(_FLUSH_CHECK_S, deadline - time.monotonic()))
+            try:
+                client.flush(timeout=step)
+                return
+            except KafkaError as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TransportError(f"flush did not complete within {timeout_s} s: {exc}") from exc
 
     def close(self, timeout_s: float | None = None) -> None:
         """Wait up to ``timeout_s`` for pending records, then fail the rest (``on_done(exc)``) and close.
@@ -313,24 +451,29 @@ class _KafkaProducer(Producer):
         records are still pending and leaves the producer open (its ``__del__`` then raises again), so
         the flush is done here first and, on timeout, the I/O thread is force-closed before ``close``.
         """
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            client = self._client
         self._owner._forget(self)
-        client = self._client
-        pending = False
+        # Flush in steps so that a client that breaks meanwhile (it would never complete) is noticed.
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pending = _broken(client) is not None
+        while not pending:
+            step = _FLUSH_CHECK_S if deadline is None else max(0.0, min(_FLUSH_CHECK_S, deadline - time.monotonic()))
+            try:
+                client.flush(timeout=step)
+                break
+            except KafkaError:
+                pending = (deadline is not None and time.monotonic() >= deadline) or _broken(client) is not None
         try:
-            client.flush(timeout=timeout_s)
-        except KafkaError:
-            pending = True
-        if pending:
-            log.warning("closing a Kafka producer with undelivered records; they fail with TransportError")
-            sender = getattr(client, "_sender", None)
-            if sender is not None:
-                sender.force_close()  # fails every incomplete batch, then the I/O thread exits
-                sender.join(_FORCE_CLOSE_JOIN_S)
-        try:
-            client.close(timeout=0 if pending else timeout_s)
+            if pending:
+                log.warning("closing a Kafka producer with %d undelivered batch(es); their records fail with "
+                            "TransportError", _undelivered(client))
+                _force_close(client)
+            else:
+                client.close(timeout=timeout_s)
         except KafkaError as exc:
             raise TransportError(f"closing the Kafka producer failed: {exc}") from exc
 
