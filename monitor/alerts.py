@@ -8,6 +8,7 @@ transitions are delivered. Windows with insufficient data neither advance nor re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,8 +21,12 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+import msgspec
+
+from monitor.config import AlertsConfig, WebhookConfig
+from monitor.errors import ConfigError
 from monitor.metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
@@ -78,22 +83,21 @@ class Observation:
 
 
 class AlertRules:
-    """k-of-n firing, r-consecutive resolution, per fingerprint. State is one small record per
-    (model, version, detector), which the configured models bound.
+    """k-of-n firing, r-consecutive resolution, per fingerprint, as the ``alerts:`` section says. State is one
+    small record per (model, version, detector), which the configured models bound.
 
-    >>> rules = AlertRules(breaches=2, of=3)
+    >>> rules = AlertRules(AlertsConfig(breaches=2, of=3))
     >>> def window(i, drifted):
     ...     return Observation("m", "1", "feature_drift", i, f"w{i}", i, i + 1, drifted)
     >>> [a.status if (a := rules.observe(window(i, d))) else "-" for i, d in enumerate([1, 0, 1, 1, 0, 0])]
     ['-', '-', 'firing', '-', '-', 'resolved']
     """
 
-    def __init__(self, breaches: int = 2, of: int = 3, resolve_after: int = 2) -> None:
-        if not 1 <= breaches <= of:
-            raise ValueError(f"need 1 <= breaches <= of, got breaches={breaches}, of={of}")
-        self.breaches = breaches
-        self.of = of
-        self.resolve_after = resolve_after
+    def __init__(self, alerts: AlertsConfig = AlertsConfig()) -> None:  # noqa: B008 - frozen, so safe to share
+        self.breaches, self.of, self.resolve_after = alerts.breaches, alerts.of, alerts.resolve_after
+        if not 1 <= self.breaches <= self.of or self.resolve_after < 1:
+            raise ConfigError(f"alerts: need 1 <= breaches <= of and resolve_after >= 1, got breaches="
+                              f"{self.breaches}, of={self.of}, resolve_after={self.resolve_after}")
         self._state: dict[str, _RuleState] = {}
 
     def observe(self, obs: Observation) -> Alert | None:
@@ -151,60 +155,111 @@ class MemoryChannel:
         return None
 
 
+def _default(field: str) -> Any:
+    """A WebhookConfig default: declared once, in :mod:`monitor.config`."""
+    return next(f.default for f in msgspec.structs.fields(WebhookConfig) if f.name == field)
+
+
 class WebhookChannel:
     """POSTs each alert as JSON to a URL from a background thread, retrying timeouts, connection errors,
     408, 429 and 5xx with exponential backoff and full jitter; other 4xx are not retried. The queue is
-    bounded; an alert that cannot be queued or delivered is counted as a delivery failure and logged."""
+    bounded; an alert that cannot be queued or delivered is counted as a delivery failure and logged.
+
+    :meth:`close` gives the queued alerts a grace period (``close_grace_s``, at most its ``timeout_s``) to be
+    delivered, then gives up on the rest: each undelivered alert (in flight or queued) is logged with its
+    fingerprint and counted in ``inferwatch_alert_delivery_failures_total``. A receiver that accepts the
+    connection and never answers therefore delays shutdown by the grace period, not by every retry.
+    """
 
     name = "webhook"
 
-    def __init__(self, url: str, metrics: DaemonMetrics, timeout_s: float = 5.0, max_attempts: int = 5,
-                 backoff_s: float = 0.5, capacity: int = 1000,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, url: str, metrics: DaemonMetrics, timeout_s: float = _default("timeout_s"),
+                 max_attempts: int = _default("max_attempts"), backoff_s: float = _default("backoff_s"),
+                 capacity: int = 1000, sleep: Callable[[float], None] = time.sleep,
+                 close_grace_s: float = _default("close_grace_s")) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.close_grace_s = close_grace_s
         self._metrics = metrics
         self._sleep = sleep
         self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=capacity)
+        self._lock = threading.Lock()
+        self._pending: dict[str, Alert] = {}  # queued or in flight, by id; an alert leaves it exactly once
+        self._closed = False
+        self._abandoned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inferwatch-webhook", daemon=True)
         self._thread.start()
 
+    @classmethod
+    def from_config(cls, config: WebhookConfig, metrics: DaemonMetrics) -> WebhookChannel:
+        """The channel that ``alerts.webhook`` describes."""
+        return cls(config.url, metrics, timeout_s=config.timeout_s, max_attempts=config.max_attempts,
+                   backoff_s=config.backoff_s, close_grace_s=config.close_grace_s)
+
     def send(self, alert: Alert) -> None:
-        try:
-            self._queue.put_nowait(alert)
-        except queue.Full:
-            self._metrics.alert_delivery_failures.labels(channel=self.name).inc()
-            log.error("webhook queue full; dropped alert %s (%s %s)", alert.id, alert.status, alert.detector)
+        with self._lock:
+            if self._closed:
+                self._failed(alert, "the channel is closed")
+                return
+            try:
+                self._queue.put_nowait(alert)
+            except queue.Full:
+                self._failed(alert, "the webhook queue is full")
+                return
+            self._pending[alert.id] = alert
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued (within ``timeout_s``), then stop the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        """Deliver what is queued within ``min(close_grace_s, timeout_s)``, then log and count what is left."""
+        with self._lock:
+            self._closed = True
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(min(self.close_grace_s, timeout_s))
+        with self._lock:
+            self._abandoned.set()
+            left, self._pending = list(self._pending.values()), {}
+        for alert in left:
+            self._failed(alert, f"not delivered within the {min(self.close_grace_s, timeout_s):g} s shutdown grace")
 
     def _run(self) -> None:
-        while (alert := self._queue.get()) is not None:
-            self._deliver(alert)
+        while not self._abandoned.is_set() and (alert := self._queue.get()) is not None:
+            delivered, problem = self._deliver(alert)
+            with self._lock:
+                if self._pending.pop(alert.id, None) is None:
+                    continue  # given up on at close: already logged and counted there
+            if delivered:
+                self._metrics.alerts_sent.labels(channel=self.name, status=alert.status).inc()
+                log.info("alert %s %s delivered to %s", alert.status, alert.detector, self.url)
+            else:
+                self._failed(alert, problem)
 
-    def _deliver(self, alert: Alert) -> None:
+    def _failed(self, alert: Alert, problem: str) -> None:
+        self._metrics.alert_delivery_failures.labels(channel=self.name).inc()
+        log.warning("alert %s (fingerprint %s, %s %s) not delivered to %s: %s", alert.id, alert.fingerprint,
+                    alert.status, alert.detector, self.url, problem)
+
+    def _deliver(self, alert: Alert) -> tuple[bool, str]:
+        """Try until delivered, a non-retryable answer, ``max_attempts``, or :meth:`close` gives up."""
         body = alert.to_json()
+        problem = "closed before the first attempt"
         for attempt in range(1, self.max_attempts + 1):
+            if self._abandoned.is_set():
+                break
             request = urllib.request.Request(self.url, data=body, method="POST", headers={
                 "Content-Type": "application/json", "User-Agent": "inferwatch", "Idempotency-Key": alert.id})
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     response.read()
-                self._metrics.alerts_sent.labels(channel=self.name, status=alert.status).inc()
-                log.info("alert %s %s delivered to %s", alert.status, alert.detector, self.url)
-                return
+                return True, ""
             except urllib.error.HTTPError as exc:
                 retryable = exc.code in (408, 429) or exc.code >= 500
                 problem = f"HTTP {exc.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 retryable, problem = True, str(getattr(exc, "reason", exc))
+            problem = f"{problem} after {attempt} attempt(s)"
             if not retryable or attempt == self.max_attempts:
                 break
             self._sleep(random.uniform(0, self.backoff_s * 2 ** (attempt - 1)))
-        self._metrics.alert_delivery_failures.labels(channel=self.name).inc()
-        log.error("alert %s not delivered to %s after %d attempt(s): %s", alert.id, self.url, attempt, problem)
+        return False, problem

@@ -26,10 +26,9 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     wiring = build_pipeline(config, stop=stop)
     embedded = config.kafka is None
     try:
-        server = DaemonServer(config.server.host, config.server.port, wiring.registry,
-                              ready=lambda: not wiring.stop.is_set(), ingest=wiring.producer if embedded else None,
-                              topics={"events": config.topics.events, "feedback": config.topics.feedback},
-                              max_body_bytes=config.server.max_body_bytes)
+        server = DaemonServer.from_config(config.server, wiring.registry, ready=lambda: not wiring.stop.is_set(),
+                                          ingest=wiring.producer if embedded else None,
+                                          topics={"events": config.topics.events, "feedback": config.topics.feedback})
     except BaseException:
         wiring.close()
         raise

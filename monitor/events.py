@@ -2,8 +2,21 @@
 
 A Kafka record's value is either one event or a batch envelope of many (``inferwatch.batch/v1``), so the
 producer's per-record cost is amortised. Every object carries a ``schema`` field naming its type and
-version; decoding validates types, required fields, finiteness and sizes, and raises
+version; decoding validates types, required fields, finiteness, sizes and ranges, and raises
 :class:`~monitor.errors.EventError` whose ``reason`` is one of :data:`REJECT_REASONS`.
+
+What the statistics can use is checked here, at the door, so that no window ever holds a value that breaks a
+detector:
+
+* every count lies in [0, 2**53] (``MAX_COUNT``, exact as a float64), every other number within
+  ``±MAX_MAGNITUDE`` (1e30): squares and sums of squares of such values over any
+  window stay far below the float64 limit (1e30² × 1e6 rows = 1e66 ≪ 1.8e308), while a single ±1e308 overflows
+  the first square in a Wasserstein distance, a variance or an MMD kernel;
+* ``probabilities`` form a distribution: each value in [0, 1] and their sum within
+  ``PROBABILITY_SUM_TOLERANCE`` (1e-3) of 1 (a float32 softmax over 100,000 classes is well inside it);
+* a feature value may be ``null``: a missing value, which the statistics skip per feature (not an error).
+
+Anything else (invalid UTF-8, nesting deeper than the decoder allows) is rejected too, never raised.
 
 >>> ev = InferenceEvent(request_id="r1", time=1.0, model="m", version="1", task="classification",
 ...                     features={"mean": 0.5}, prediction=3, latency=Latency(total_s=0.002))
@@ -37,6 +50,8 @@ REJECT_REASONS: Final = (
     "too_large",
     "unknown_model",
     "feature_mismatch",
+    "out_of_range",
+    "processing_error",  # the pipeline failed on a record that decoded (a bug, logged with its traceback)
 )
 
 MAX_RECORD_BYTES: Final = 4 * 1024 * 1024
@@ -46,11 +61,24 @@ MAX_EMBEDDING: Final = 8192
 MAX_CLASSES: Final = 100_000
 MAX_ATTRIBUTES: Final = 16
 MAX_PAYLOAD_CHARS: Final = 1_000_000
+#: Largest magnitude of any number in an event (see the module docstring for why 1e30).
+MAX_MAGNITUDE: Final = 1e30
+#: Largest count (tokens, characters, bytes, batch size): 2**53, the largest integer a float64 holds exactly.
+MAX_COUNT: Final = 2**53
+#: ``|sum(probabilities) - 1|`` must not exceed this.
+PROBABILITY_SUM_TOLERANCE: Final = 1e-3
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Number = Annotated[float, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0, le=MAX_MAGNITUDE)]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Feature = Annotated[Number | None, msgspec.Meta(
+    description="A numeric input summary; null is a missing value (skipped by the statistics, never an error).")]
+Probabilities = Annotated[list[Probability], msgspec.Meta(
+    max_length=MAX_CLASSES,
+    description=f"Class probabilities: each in [0, 1], summing to 1 within {PROBABILITY_SUM_TOLERANCE:g}.")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 Task = Literal["classification", "generation"]
 
 
@@ -70,7 +98,7 @@ class Generation(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     prompt_tokens: Count
     output_tokens: Count
     output_chars: Count
-    mean_logprob: float | None = None
+    mean_logprob: Number | None = None
     stop_reason: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     refusal: bool | None = None
 
@@ -93,7 +121,7 @@ class GpuStats(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     memory_used_bytes: Count
     memory_total_bytes: Count
     power_watts: NonNegative | None = None
-    temperature_celsius: float | None = None
+    temperature_celsius: Number | None = None
 
 
 class InferenceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, tag_field="schema",
@@ -101,18 +129,18 @@ class InferenceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     """One inference (one sample of a batch) as captured beside the model."""
 
     request_id: Name
-    time: Annotated[float, msgspec.Meta(ge=0)]
+    time: NonNegative
     model: Name
     version: Name
     task: Task
-    features: Annotated[dict[Name, float], msgspec.Meta(max_length=MAX_FEATURES)] = {}
+    features: Annotated[dict[Name, Feature], msgspec.Meta(max_length=MAX_FEATURES)] = {}
     categories: Annotated[dict[Name, ShortText], msgspec.Meta(max_length=MAX_FEATURES)] = {}
-    embedding: Annotated[list[float], msgspec.Meta(max_length=MAX_EMBEDDING)] | None = None
+    embedding: Annotated[list[Number], msgspec.Meta(max_length=MAX_EMBEDDING)] | None = None
     prediction: int | str | None = None
-    probabilities: Annotated[list[float], msgspec.Meta(max_length=MAX_CLASSES)] | None = None
+    probabilities: Probabilities | None = None
     generation: Generation | None = None
     latency: Latency | None = None
-    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 1
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] = 1
     device: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     gpu: GpuStats | None = None
     payload: Payload | None = None
@@ -128,12 +156,12 @@ class FeedbackEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     """Ground truth for an earlier inference: exactly one of ``label``, ``accepted`` or ``score``."""
 
     request_id: Name
-    time: Annotated[float, msgspec.Meta(ge=0)]
+    time: NonNegative
     model: Name
     version: Name
     label: int | Name | None = None
     accepted: bool | None = None
-    score: float | None = None
+    score: Number | None = None
 
     @property
     def key(self) -> str:
@@ -161,6 +189,7 @@ _encoder = msgspec.json.Encoder()
 
 _NON_FINITE_TOKEN = re.compile(rb"[:,\[]\s*-?(NaN|Infinity)\b")
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
+_BOUND = re.compile(r"Expected `(float|int)` [<>]=? ")
 
 
 def encode_event(event: Event) -> bytes:
@@ -199,7 +228,8 @@ def decode_record(value: bytes) -> list[Event]:
 def decode_record_lenient(value: bytes) -> Decoded:
     """Decode a record value, keeping every valid event of a batch and an error for each invalid one.
 
-    A record that is not valid JSON, too large, or not a known schema yields no events and one error.
+    A record that is not valid JSON (or not UTF-8), too large, nested too deep, or not a known schema yields no
+    events and one error. Nothing a client sends makes this raise.
     """
     if len(value) > MAX_RECORD_BYTES:
         return Decoded([], [EventError("too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")])
@@ -212,8 +242,10 @@ def decode_record_lenient(value: bytes) -> Decoded:
         if _NON_FINITE_TOKEN.search(value):
             return Decoded([], [EventError("non_finite", f"record holds NaN or Infinity ({exc})")])
         return Decoded([], [EventError("malformed_json", str(exc))])
+    except (UnicodeDecodeError, RecursionError) as exc:
+        return Decoded([], [_undecodable(exc)])
     if not isinstance(obj, _LazyBatch):
-        invalid = _check_finite(obj)
+        invalid = _check_values(obj)
         return Decoded([obj], []) if invalid is None else Decoded([], [invalid])
     events: list[Event] = []
     errors: list[EventError] = []
@@ -222,14 +254,24 @@ def decode_record_lenient(value: bytes) -> Decoded:
             event = _event_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             error: EventError | None = _classify(exc, prefix=f"$.events[{i}]")
+        except (UnicodeDecodeError, RecursionError) as exc:
+            error = _undecodable(exc, f" at $.events[{i}]")
         else:
-            error = _check_finite(event)
+            error = _check_values(event)
         if error is None:
             events.append(event)
         else:
             error.part = bytes(raw)
             errors.append(error)
     return Decoded(events, errors, batch=True)
+
+
+def _undecodable(exc: UnicodeDecodeError | RecursionError, where: str = "") -> EventError:
+    """What msgspec raises outside its own error types: a string that is not UTF-8 (JSON text must be), or
+    objects nested deeper than the interpreter's recursion limit (an event is at most 4 levels deep)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return EventError("malformed_json", f"invalid UTF-8 in a string ({exc.reason}){where}")
+    return EventError("too_large", f"objects or arrays nested too deep to decode{where}")
 
 
 def _classify(exc: msgspec.ValidationError, prefix: str = "$") -> EventError:
@@ -247,13 +289,16 @@ def _classify(exc: msgspec.ValidationError, prefix: str = "$") -> EventError:
         reason = "non_finite"
     elif "length" in text and ("<=" in text or "at most" in text):
         reason = "too_large"
+    elif _BOUND.match(text):
+        reason = "out_of_range"
     else:
         reason = "invalid_value"
     return EventError(reason, f"{text} at {where}")
 
 
-def _check_finite(event: Event) -> EventError | None:
-    """NaN and infinities are valid JSON numbers for msgspec but never valid model statistics."""
+def _check_values(event: Event) -> EventError | None:
+    """What the types cannot say: finiteness (a safety net; JSON has no NaN), exactly one feedback value, and
+    probabilities that form a distribution."""
     if isinstance(event, FeedbackEvent):
         given = sum(x is not None for x in (event.label, event.accepted, event.score))
         if given != 1:
@@ -263,7 +308,7 @@ def _check_finite(event: Event) -> EventError | None:
             return EventError("non_finite", f"feedback {event.request_id!r} has a non-finite score")
         return None
     for name, v in event.features.items():
-        if not math.isfinite(v):
+        if v is not None and not math.isfinite(v):
             return EventError("non_finite", f"feature {name!r} of {event.request_id!r} is {v}")
     for field in ("embedding", "probabilities"):
         values = getattr(event, field)
@@ -276,6 +321,12 @@ def _check_finite(event: Event) -> EventError | None:
         v is None or math.isfinite(v) for v in msgspec.structs.astuple(event.latency)
     ):
         return EventError("non_finite", f"latency of {event.request_id!r} holds a non-finite value")
+    if event.probabilities is not None:
+        # math.fsum: exact, so the tolerance is the only slack (each value is already in [0, 1]).
+        total = math.fsum(event.probabilities)
+        if not abs(total - 1.0) <= PROBABILITY_SUM_TOLERANCE:
+            return EventError("out_of_range", f"probabilities of {event.request_id!r} sum to {total:.6g}, not 1 "
+                                              f"(within {PROBABILITY_SUM_TOLERANCE:g})")
     return None
 
 
@@ -288,7 +339,9 @@ def json_schema() -> dict[str, object]:
         "$id": "https://inferwatch.dev/schemas/record.schema.json",
         "title": "inferwatch Kafka record value",
         "description": "One inference event, one feedback event, or a batch envelope of either. "
-        "Encoded as UTF-8 JSON; NaN and infinities are rejected by the daemon.",
+        "Encoded as UTF-8 JSON; NaN and infinities are rejected by the daemon, and so are numbers beyond "
+        f"±{MAX_MAGNITUDE:g} and probabilities that do not sum to 1 within {PROBABILITY_SUM_TOLERANCE:g}. A feature "
+        "value may be null: a missing value.",
         **record,
         "$defs": components,
     }

@@ -72,7 +72,7 @@ class Pipeline:
         self._clock = clock
         self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples,
                                 sizes={m.key: m.window_size for m in config.models if m.window_size is not None})
-        self._rules = AlertRules(config.alerts.breaches, config.alerts.of, config.alerts.resolve_after)
+        self._rules = AlertRules(config.alerts)
         quality = config.detect.quality
         self._joins = FeedbackJoin(quality)
         self._join_stats = self._joins.stats

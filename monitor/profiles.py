@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,11 @@ class Profile:
     llm: LLMReference | None = None
     training_run: str | None = None
     created: float = 0.0
+    # The reference's own label-free estimate (CBPE through the calibrator) and its per-row spread, and the
+    # expected calibration error of the calibrated reference probabilities; None in profiles built before.
+    reference_estimate: float | None = None
+    reference_estimate_sd: float | None = None
+    calibration_ece: float | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -63,10 +70,20 @@ class Profile:
             parts.append(f"{len(self.categorical_names)} categorical")
         if self.class_labels:
             parts.append(f"{len(self.class_labels)} classes")
+        if self.reference is not None and self.reference.missing_counts is not None and \
+                self.reference.missing_counts.any():
+            rates = self.reference.missing_rates
+            worst = int(rates.argmax())
+            parts.append(f"{int((rates > 0).sum())} feature(s) with missing values (up to {rates[worst]:.1%} in "
+                         f"{self.reference.feature_names[worst]})")
         if self.calibrator is not None:
-            parts.append(f"{self.calibrator.method} calibration")
+            ece = "" if self.calibration_ece is None else f" (ECE {self.calibration_ece:.3f} on the reference)"
+            parts.append(f"{self.calibrator.method} calibration{ece}")
         if self.reference_accuracy is not None:
             parts.append(f"reference accuracy {self.reference_accuracy:.3f}")
+        if self.reference_estimate is not None:
+            parts.append(f"estimated reference accuracy {self.reference_estimate:.3f} (label-free, compared with "
+                         "each window's estimate)")
         if self.embeddings is not None:
             parts.append(f"{self.embeddings.shape[0]}x{self.embeddings.shape[1]} embeddings")
         if self.llm is not None:
@@ -83,6 +100,9 @@ def save_profile(path: str | Path, profile: Profile) -> None:
         "created": profile.created or time.time(),
         "reference_accuracy": profile.reference_accuracy,
         "embedding_bandwidth": profile.embedding_bandwidth,
+        "reference_estimate": profile.reference_estimate,
+        "reference_estimate_sd": profile.reference_estimate_sd,
+        "calibration_ece": profile.calibration_ece,
     }
     arrays: dict[str, Any] = {}
     ref = profile.reference
@@ -94,6 +114,9 @@ def save_profile(path: str | Path, profile: Profile) -> None:
             arrays["class_priors"] = ref.class_priors
         if ref.class_counts is not None:
             arrays["class_counts"] = ref.class_counts
+        if ref.missing_counts is not None:
+            arrays["missing_counts"] = ref.missing_counts
+            meta["n_rows"] = ref.n_rows
     for prefix, part in (("categorical", profile.categorical), ("calibrator", profile.calibrator),
                          ("llm", profile.llm)):
         if part is not None:
@@ -107,8 +130,11 @@ def save_profile(path: str | Path, profile: Profile) -> None:
 
 
 def load_profile(path: str | Path) -> Profile:
+    """Read a profile written by :func:`save_profile`; anything else (a missing, empty, truncated or foreign
+    file) raises :class:`ProfileError` with a message that says what is wrong with the file."""
     p = Path(path)
     try:
+        _check_archive(p)
         with np.load(p, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         meta = json.loads(str(arrays.pop("meta")))
@@ -120,7 +146,8 @@ def load_profile(path: str | Path) -> Profile:
                 feature_names=tuple(meta["feature_names"]), sorted_values=arrays["sorted_values"],
                 edges=arrays["edges"], proportions=arrays["proportions"],
                 class_labels=tuple(meta.get("class_labels", ())), class_priors=arrays.get("class_priors"),
-                class_counts=arrays.get("class_counts"))
+                class_counts=arrays.get("class_counts"), missing_counts=arrays.get("missing_counts"),
+                n_rows=meta.get("n_rows"))
         categorical = _part(arrays, "categorical")
         calibrator = _part(arrays, "calibrator")
         llm = _part(arrays, "llm")
@@ -131,14 +158,34 @@ def load_profile(path: str | Path) -> Profile:
             reference_accuracy=meta.get("reference_accuracy"),
             embeddings=arrays.get("embeddings"), embedding_bandwidth=meta.get("embedding_bandwidth"),
             llm=LLMReference.from_arrays(llm) if llm else None,
-            training_run=meta.get("training_run"), created=float(meta.get("created", 0.0)))
+            training_run=meta.get("training_run"), created=float(meta.get("created", 0.0)),
+            reference_estimate=meta.get("reference_estimate"), reference_estimate_sd=meta.get("reference_estimate_sd"),
+            calibration_ece=meta.get("calibration_ece"))
     except ProfileError:
         raise
     except FileNotFoundError as exc:
         raise ProfileError(f"profile {p} does not exist (build one with `inferwatch baseline`)") from exc
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"profile {p} is not a readable inferwatch profile: {exc}") from exc
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise ProfileError(f"profile {p} is truncated or corrupt (not a complete .npz archive): {exc}; "
+                           f"rebuild it with `inferwatch baseline`") from exc
+    except KeyError as exc:
+        raise ProfileError(f"profile {p} is not a readable inferwatch profile: it lacks the entry {exc}") from exc
+    except (OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        # numpy's message for object arrays suggests `allow_pickle`: a profile is data, never code.
+        detail = "it holds Python objects, which a profile never does" if "pickle" in str(exc) else str(exc)
+        raise ProfileError(f"profile {p} is not a readable inferwatch profile: {detail}") from exc
     return profile
+
+
+def _check_archive(p: Path) -> None:
+    """A profile is an ``.npz`` (zip) archive: refuse an empty or foreign file before numpy guesses its type."""
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ProfileError(f"profile {p} is empty (0 bytes); rebuild it with `inferwatch baseline`")
+    if head != b"PK\x03\x04":
+        raise ProfileError(f"profile {p} is not an inferwatch profile: not an .npz archive (it starts with "
+                           f"{head!r}); build one with `inferwatch baseline`")
 
 
 def _part(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

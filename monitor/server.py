@@ -3,43 +3,118 @@
 ``POST /v1/events`` and ``POST /v1/feedback`` accept one record value (an event or a batch envelope, as in
 ``monitor/schemas/record.schema.json``) and put it on the bus; validation happens in the pipeline, exactly
 as for records from Kafka, so a bad event is counted and dead-lettered there. The server itself refuses
-only what it cannot take: no or oversized ``Content-Length`` (411, 413), a wrong content type (415).
+only what it cannot take, and never queues a body it did not receive whole:
+
+====  =================================================================================================
+411   no ``Content-Length`` (``Transfer-Encoding: chunked`` included: a record is one sized body)
+413   ``Content-Length`` over ``max_body_bytes``
+415   a content type other than ``application/json`` or ``application/cloudevents+json``
+400   an empty body, or a body shorter than its ``Content-Length`` (the client closed early)
+408   the body did not arrive within ``read_timeout_s``
+503   the bus is full (its readers lag), or ``max_connections`` connections are being served already
+====  =================================================================================================
+
+Connections beyond ``max_connections`` wait in a listen queue of ``backlog`` (the standard library's default
+of 5 reset all but a handful of 200 simultaneous clients); an idle keep-alive connection is closed after
+``read_timeout_s``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from monitor.config import ServerConfig
+from monitor.errors import ConfigError
 from monitor.transport import Producer
+
+__all__ = ["DaemonServer"]
 
 log = logging.getLogger(__name__)
 
+_DEFAULTS = ServerConfig()
+_KNOWN = frozenset({"/metrics", "/healthz", "/readyz"})
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n" \
+        b"Connection: close\r\n\r\ntoo many connections\n"
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them; beyond that a short 503 and close."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int,
+                 backlog: int) -> None:
+        self.request_queue_size = backlog  # read by server_activate() (listen) inside __init__
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(_BUSY)  # a few bytes into an empty socket buffer: never blocks
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: give its slot back
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
 
 class DaemonServer:
+    """Serves metrics, health and (with ``ingest``) the embedded bus's ingest routes.
+
+    Parameters
+    ----------
+    host, port : where to listen; a port or address that cannot be bound raises :class:`ConfigError`.
+    registry : the metrics registry served on ``/metrics`` (the request counter is made on it).
+    ready : answers ``/readyz``.
+    ingest : the embedded bus's producer; ``None`` (on Kafka) disables ``POST``.
+    topics : ``{"events": topic, "feedback": topic}``, the ingest routes' topics.
+    max_body_bytes, read_timeout_s, max_connections, backlog : see :class:`~monitor.config.ServerConfig`.
+    """
+
     def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
                  ingest: Producer | None = None, topics: dict[str, str] | None = None,
-                 max_body_bytes: int = 4 * 1024 * 1024) -> None:
+                 max_body_bytes: int = _DEFAULTS.max_body_bytes, read_timeout_s: float = _DEFAULTS.read_timeout_s,
+                 max_connections: int = _DEFAULTS.max_connections, backlog: int = _DEFAULTS.backlog) -> None:
         requests = Counter("inferwatch_http_requests_total", "HTTP requests served by the daemon.",
                            ("path", "code"), registry=registry)
         routes = {f"/v1/{kind}": topic for kind, topic in (topics or {}).items()} if ingest else {}
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "inferwatch"
+            timeout = read_timeout_s  # every socket read: request line, headers, an idle keep-alive connection
 
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
-            def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
+                       close: bool = False) -> None:
                 path = self.path.split("?", 1)[0]
                 requests.labels(path=path if path in _KNOWN or path in routes else "other", code=str(code)).inc()
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                if close:
+                    self.close_connection = True
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -56,30 +131,80 @@ class DaemonServer:
                     self._reply(404, b"not found\n")
 
             def do_POST(self) -> None:
+                # Every refusal before the body is read closes the connection: the unread body must not be
+                # taken for the next request.
                 topic = routes.get(self.path.split("?", 1)[0])
                 if topic is None or ingest is None:
-                    self._reply(404, b"not found: POST /v1/events or /v1/feedback (embedded bus only)\n")
+                    self._reply(404, b"not found: POST /v1/events or /v1/feedback (embedded bus only)\n", close=True)
                     return
                 length = self.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    self._reply(411, b"Content-Length required\n")
+                if length is None or not length.isdigit() or "Transfer-Encoding" in self.headers:
+                    self._reply(411, b"Content-Length required (no Transfer-Encoding)\n", close=True)
                     return
-                if int(length) > max_body_bytes:
-                    self.close_connection = True
-                    self._reply(413, f"body over {max_body_bytes} bytes\n".encode())
+                size = int(length)
+                if size > max_body_bytes:
+                    self._reply(413, f"body over {max_body_bytes} bytes\n".encode(), close=True)
                     return
                 ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
                 if ctype not in ("application/json", "application/cloudevents+json"):
-                    self._reply(415, b"Content-Type must be application/json\n")
+                    self._reply(415, b"Content-Type must be application/json\n", close=True)
                     return
-                body = self.rfile.read(int(length))
+                if size == 0:
+                    self._reply(400, b"empty body: send one event or a batch envelope\n")
+                    return
+                try:
+                    body = self._read_body(size)
+                except TimeoutError:
+                    self._reply(408, f"body not received within {read_timeout_s:g} s\n".encode(), close=True)
+                    return
+                if len(body) < size:
+                    self._reply(400, f"body ended after {len(body)} of {size} bytes\n".encode(), close=True)
+                    return
                 key = self.headers.get("X-Inferwatch-Key")
-                ingest.send(topic, body, key.encode() if key else None)
+                errors: list[BaseException] = []
+                ingest.send(topic, body, key.encode() if key else None,
+                            on_done=lambda error: errors.append(error) if error is not None else None)
+                if errors:
+                    log.warning("ingest refused: %s", errors[0])
+                    self._reply(503, f"not queued: {errors[0]}\n".encode())
+                    return
                 self._reply(202, b"accepted\n")
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
+            def _read_body(self, size: int) -> bytes:
+                """``size`` bytes, or fewer when the client closes early; ``TimeoutError`` when they take longer
+                than ``read_timeout_s`` in all (a trickle of bytes does not extend the deadline)."""
+                deadline = time.monotonic() + read_timeout_s
+                chunks: list[bytes] = []
+                received = 0
+                while received < size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    self.connection.settimeout(remaining)
+                    chunk = self.rfile.read1(min(size - received, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    received += len(chunk)
+                self.connection.settimeout(read_timeout_s)
+                return b"".join(chunks)
+
+        try:
+            self._httpd = _BoundedServer((host, port), Handler, max_connections, backlog)
+        except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, an unknown host name (socket.gaierror)
+            reason = exc.strerror or str(exc)
+            hint = "another process listens there; choose another server.port" if _in_use(exc) else \
+                "server.host must be an address of this machine (127.0.0.1, 0.0.0.0, ...)"
+            raise ConfigError(f"cannot listen on {host}:{port}: {reason} ({hint})") from exc
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="inferwatch-http", daemon=True)
+
+    @classmethod
+    def from_config(cls, config: ServerConfig, registry: CollectorRegistry, ready: Callable[[], bool],
+                    ingest: Producer | None = None, topics: dict[str, str] | None = None) -> DaemonServer:
+        """The server that the ``server:`` section of the config describes."""
+        return cls(config.host, config.port, registry, ready, ingest, topics, max_body_bytes=config.max_body_bytes,
+                   read_timeout_s=config.read_timeout_s, max_connections=config.max_connections,
+                   backlog=config.backlog)
 
     @property
     def port(self) -> int:
@@ -89,8 +214,10 @@ class DaemonServer:
         self._thread.start()
 
     def close(self) -> None:
-        self._httpd.shutdown()
+        if self._thread.is_alive():
+            self._httpd.shutdown()
         self._httpd.server_close()
 
 
-_KNOWN = frozenset({"/metrics", "/healthz", "/readyz"})
+def _in_use(exc: OSError) -> bool:
+    return not isinstance(exc, socket.gaierror) and exc.errno == errno.EADDRINUSE

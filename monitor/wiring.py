@@ -155,9 +155,7 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     all_channels = list(channels)
     try:
         if config.alerts.webhook is not None:
-            w = config.alerts.webhook
-            all_channels.insert(0, WebhookChannel(w.url, metrics, timeout_s=w.timeout_s,
-                                                  max_attempts=w.max_attempts, backoff_s=w.backoff_s))
+            all_channels.insert(0, WebhookChannel.from_config(config.alerts.webhook, metrics))
         pipeline = Pipeline(config, profiles, consumer, producer, metrics, all_channels, on_result=on_result)
     except BaseException:  # nothing half-built is left running
         for channel in all_channels[:len(all_channels) - len(channels)]:

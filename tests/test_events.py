@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 from monitor.events import (
+    MAX_MAGNITUDE,
     MAX_RECORD_BYTES,
+    PROBABILITY_SUM_TOLERANCE,
     REJECT_REASONS,
     FeedbackEvent,
     Generation,
@@ -90,8 +93,8 @@ def test_schema_accepts_what_we_encode_and_rejects_what_we_reject() -> None:
     (base_json(probabilities=[0.5, 1e400]), "non_finite"),
     (base_json(features={f"f{i}": 1.0 for i in range(2000)}), "too_large"),
     (base_json(attributes={"note": "x" * 5000}), "too_large"),
-    (base_json(time=-1), "invalid_value"),
-    (base_json(batch_size=0), "invalid_value"),
+    (base_json(time=-1), "out_of_range"),
+    (base_json(batch_size=0), "out_of_range"),
     (b'{"schema": "inferwatch.feedback/v1", "request_id": "r", "time": 1, "model": "m", "version": "1"}',
      "invalid_value"),
     (b" " * (MAX_RECORD_BYTES + 1), "too_large"),
@@ -116,3 +119,95 @@ def test_a_bad_event_in_a_batch_costs_only_itself() -> None:
 def test_error_messages_name_the_field() -> None:
     (error,) = decode_record_lenient(base_json(task="classify")).errors
     assert "$.task" in str(error) and "classify" in str(error)
+
+
+# -- semantic validation at the door: probabilities that are no distribution, magnitudes the statistics cannot use
+
+
+@pytest.mark.parametrize("probabilities", [
+    [2.0, -1.0], [0.2, 0.2], [0.9, 0.9, 0.9], [0.0, 0.0, 0.0], [-0.1, 1.1], [0.5, 0.5 + 2 * PROBABILITY_SUM_TOLERANCE],
+    [],
+])
+def test_probabilities_that_are_not_a_distribution_are_rejected_out_of_range(probabilities: list[float]) -> None:
+    decoded = decode_record_lenient(base_json(probabilities=probabilities))
+    assert decoded.events == []
+    assert [e.reason for e in decoded.errors] == ["out_of_range"], decoded.errors
+    assert "probabilities" in str(decoded.errors[0])
+
+
+@pytest.mark.parametrize("probabilities", [
+    [1.0], [0.25, 0.75], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.9 - PROBABILITY_SUM_TOLERANCE / 2], [0.0, 1.0],
+])
+def test_distributions_within_the_stated_tolerance_are_accepted(probabilities: list[float]) -> None:
+    (event,) = decode_record(base_json(probabilities=probabilities))
+    assert isinstance(event, InferenceEvent) and event.probabilities == probabilities
+
+
+@pytest.mark.parametrize("event", [
+    {"features": {"x": 1e308}}, {"features": {"x": -1e308}}, {"features": {"x": 2 * MAX_MAGNITUDE}},
+    {"embedding": [0.0, -1e300]}, {"latency": {"total_s": 1e300}}, {"time": 1e308}, {"batch_size": 10**30},
+    {"task": "generation", "features": {}, "generation": {"prompt_tokens": 10**400, "output_tokens": 1,
+                                                          "output_chars": 1}},
+    {"task": "generation", "features": {}, "generation": {"prompt_tokens": 1, "output_tokens": 1,
+                                                          "output_chars": 1, "mean_logprob": -1e300}},
+])
+def test_magnitudes_the_statistics_cannot_square_are_rejected_out_of_range(event: dict[str, object]) -> None:
+    decoded = decode_record_lenient(base_json(**event))
+    assert decoded.events == []
+    assert [e.reason for e in decoded.errors] == ["out_of_range"], decoded.errors
+
+
+def test_feedback_score_beyond_the_bound_is_rejected() -> None:
+    value = b'{"schema":"inferwatch.feedback/v1","request_id":"r","time":1,"model":"m","version":"1","score":1e301}'
+    assert [e.reason for e in decode_record_lenient(value).errors] == ["out_of_range"]
+
+
+def test_the_largest_accepted_magnitude_squares_without_overflow() -> None:
+    # The reason for the bound: a window's sum of squares of values at the bound stays finite in float64.
+    (event,) = decode_record(base_json(features={"x": MAX_MAGNITUDE}, embedding=[-MAX_MAGNITUDE] * 8))
+    assert isinstance(event, InferenceEvent)
+    assert math.isfinite(sum(v * v for v in [event.features["x"] or 0.0] * 1_000_000))
+
+
+def test_a_null_feature_is_a_missing_value_not_an_error() -> None:
+    (event,) = decode_record(base_json(features={"x": None, "y": 2.0}))
+    assert isinstance(event, InferenceEvent) and event.features == {"x": None, "y": 2.0}
+    feature_schema = json_schema()["$defs"]["InferenceEvent"]["properties"]["features"]  # type: ignore[index]
+    assert {"type": "null"} in feature_schema["additionalProperties"]["anyOf"]
+    assert "missing" in feature_schema["additionalProperties"]["description"]
+
+
+# -- hostile probe items 1 and 3: bytes that made msgspec raise outside its own error types
+
+
+def test_invalid_utf8_in_a_string_is_malformed_json_not_an_exception() -> None:
+    # probe item 1: `"request_id":"\xff"` raised UnicodeDecodeError and killed the daemon
+    value = base_json().replace(b'"request_id": "r"', b'"request_id": "\xff"')
+    assert b"\xff" in value
+    (error,) = decode_record_lenient(value).errors
+    assert error.reason == "malformed_json" and "UTF-8" in error.detail
+
+
+def test_invalid_utf8_inside_a_batch_costs_only_its_event() -> None:
+    good = encode_event(inference(1))
+    bad = encode_event(inference(2)).replace(b'"req-2"', b'"\xfe\xff"')
+    decoded = decode_record_lenient(b'{"schema":"inferwatch.batch/v1","events":[%s,%s]}' % (good, bad))
+    assert [e.request_id for e in decoded.events] == ["req-1"]
+    assert [(e.reason, e.part) for e in decoded.errors] == [("malformed_json", bad)]
+
+
+DEEP = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+
+
+@pytest.mark.parametrize("value", [
+    DEEP,
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"schema":"inferwatch.inference/v1","features":' + DEEP + b"}",
+    b'{"schema":"inferwatch.batch/v1","events":[' + DEEP + b"]}",
+    b'{"schema":"inferwatch.batch/v1","events":[' + encode_event(inference()) + b"," + DEEP + b"]}",
+])
+def test_deeply_nested_objects_are_rejected_not_a_recursion_error(value: bytes) -> None:
+    # probe item 3: 10,000-deep `{"a":{"a":...}}` at top level or inside a batch raised RecursionError
+    decoded = decode_record_lenient(value)
+    assert decoded.events == []
+    assert len(decoded.errors) == 1 and decoded.errors[0].reason in REJECT_REASONS

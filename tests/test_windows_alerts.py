@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
-from monitor.alerts import AlertRules, Observation
+from monitor.alerts import AlertRules, Observation, WebhookChannel
+from monitor.config import AlertsConfig, WebhookConfig
+from monitor.errors import ConfigError
+from monitor.metrics import daemon_metrics
 from monitor.windows import ClosedWindow, Column, Windows
+from tests.support import wait_until
 
 LAYOUT = {"numeric": Column(2), "prediction": Column(None, np.int64, -1), "embedding": Column(3)}
 
@@ -70,7 +82,7 @@ def obs(window: int, drifted: bool, insufficient: bool = False, detector: str = 
 ])
 def test_alert_fires_after_k_of_n_and_resolves_after_r_clean(breaches: int, of: int,
                                                              expected: list[tuple[str, int]]) -> None:
-    rules = AlertRules(breaches=breaches, of=of, resolve_after=2)
+    rules = AlertRules(AlertsConfig(breaches=breaches, of=of, resolve_after=2))
     pattern = [True, False, True, True, True, None, False, True, False, False, False]
     events = []
     for i, p in enumerate(pattern):
@@ -82,9 +94,9 @@ def test_alert_fires_after_k_of_n_and_resolves_after_r_clean(breaches: int, of: 
 
 
 def test_alert_ids_are_stable_and_fingerprints_separate_detectors() -> None:
-    a = AlertRules(breaches=1, of=1).observe(obs(4, True))
-    b = AlertRules(breaches=1, of=1).observe(obs(4, True))
-    c = AlertRules(breaches=1, of=1).observe(obs(4, True, detector="prediction_drift"))
+    a = AlertRules(AlertsConfig(breaches=1, of=1)).observe(obs(4, True))
+    b = AlertRules(AlertsConfig(breaches=1, of=1)).observe(obs(4, True))
+    c = AlertRules(AlertsConfig(breaches=1, of=1)).observe(obs(4, True, detector="prediction_drift"))
     assert a is not None and b is not None and c is not None
     assert a.id == b.id and a.fingerprint == b.fingerprint  # a replayed window re-sends the same id
     assert c.fingerprint != a.fingerprint
@@ -98,3 +110,111 @@ def test_a_model_can_have_its_own_window_size_and_no_numeric_features() -> None:
     assert first is None and second is not None and second.n == 2
     assert second.features.shape == (2, 0)
     assert second.present("llm").tolist() == [[5.0, -1.0]]
+
+
+# -- AlertRules takes its config section ---------------------------------------------------------------------------
+
+
+def test_alert_rules_take_the_alerts_section_and_its_defaults() -> None:
+    rules = AlertRules(AlertsConfig(breaches=1, of=2, resolve_after=3))
+    assert (rules.breaches, rules.of, rules.resolve_after) == (1, 2, 3)
+    defaults = AlertsConfig()
+    assert (AlertRules().breaches, AlertRules().of, AlertRules().resolve_after) == (
+        defaults.breaches, defaults.of, defaults.resolve_after)
+    with pytest.raises(ConfigError, match="breaches <= of"):
+        AlertRules(AlertsConfig(breaches=3, of=2))
+
+
+# -- probe item 9: a webhook that never answers, and alerts queued at exit -----------------------------------------
+
+
+class _Silent:
+    """A receiver that accepts connections and never answers (nor reads)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.sock.accept()[0])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def close(self) -> None:
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+def test_probe_9_close_gives_up_on_a_silent_webhook_after_the_grace_and_logs_every_alert(
+        caplog: pytest.LogCaptureFixture) -> None:
+    silent = _Silent()
+    registry = CollectorRegistry()
+    # Each attempt would wait 60 s for an answer; the grace at close is 0.2 s.
+    channel = WebhookChannel.from_config(WebhookConfig(url=silent.url, timeout_s=60, max_attempts=3,
+                                                       close_grace_s=0.2), daemon_metrics(registry))
+    alerts = [AlertRules(AlertsConfig(breaches=1, of=1)).observe(obs(i, True, detector=f"d{i}")) for i in range(3)]
+    try:
+        for alert in alerts:
+            assert alert is not None
+            channel.send(alert)
+        wait_until(lambda: silent.accepted, "the first delivery attempt to connect")
+        with caplog.at_level(logging.WARNING, logger="monitor.alerts"):
+            channel.close(timeout_s=60)
+        # close() returned while the first attempt still waits for its answer: it did not wait out the timeouts
+        assert channel._thread.is_alive()
+        assert registry.get_sample_value("inferwatch_alert_delivery_failures_total", {"channel": "webhook"}) == 3
+        assert registry.get_sample_value("inferwatch_alerts_sent_total", {"channel": "webhook", "status": "firing"}) \
+            in (None, 0.0)
+        logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+        for alert in alerts:
+            assert alert is not None and alert.fingerprint in logged
+        late = AlertRules(AlertsConfig(breaches=1, of=1)).observe(obs(9, True))
+        assert late is not None
+        channel.send(late)  # after close: not queued to be lost, counted and logged
+        assert registry.get_sample_value("inferwatch_alert_delivery_failures_total", {"channel": "webhook"}) == 4
+    finally:
+        silent.close()
+
+
+class _Ok(BaseHTTPRequestHandler):
+    received: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        type(self).received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_close_delivers_what_is_queued_within_the_grace() -> None:
+    _Ok.received = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    registry = CollectorRegistry()
+    channel = WebhookChannel.from_config(WebhookConfig(url=f"http://127.0.0.1:{hook.server_address[1]}/",
+                                                       close_grace_s=60), daemon_metrics(registry))
+    try:
+        for i in range(5):
+            alert = AlertRules(AlertsConfig(breaches=1, of=1)).observe(obs(i, True, detector=f"d{i}"))
+            assert alert is not None
+            channel.send(alert)
+        channel.close()
+        assert len(_Ok.received) == 5
+        sent = registry.get_sample_value("inferwatch_alerts_sent_total", {"channel": "webhook", "status": "firing"})
+        assert sent == 5
+        assert registry.get_sample_value("inferwatch_alert_delivery_failures_total", {"channel": "webhook"}) in (
+            None, 0.0)
+    finally:
+        hook.shutdown()
+        hook.server_close()

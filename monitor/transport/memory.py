@@ -14,7 +14,9 @@ Semantics (a deliberately small subset of Kafka's):
   (like committed offsets in Kafka). When a partition holds ``max_records_per_partition`` records, a
   send drops the oldest one only if every reader group has committed past it; otherwise the send
   fails with ``on_done(TransportError("bus full ..."))``. A topic with no reader groups behaves like a
-  retention-bounded log and just drops its oldest record.
+  retention-bounded log and just drops its oldest record. The same holds for ``max_bytes_per_partition``
+  (the bytes of keys, values and headers a partition retains), so memory stays bounded whatever the
+  records' sizes; a record larger than that bound on its own is refused.
 * ``send`` calls ``on_done`` synchronously, before it returns; ``flush`` is therefore a no-op.
 """
 
@@ -48,12 +50,13 @@ _COMPACT_AFTER = 4096
 class _Log:
     """One partition: a list of messages with a moving head; ``start`` is the oldest retained offset."""
 
-    __slots__ = ("_head", "_items", "start")
+    __slots__ = ("_head", "_items", "bytes", "start")
 
     def __init__(self) -> None:
-        self._items: list[Message] = []
+        self._items: list[Message | None] = []  # None: dropped (released at once, compacted later)
         self._head = 0
         self.start = 0
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._items) - self._head
@@ -65,8 +68,12 @@ class _Log:
 
     def append(self, message: Message) -> None:
         self._items.append(message)
+        self.bytes += _size(message)
 
     def drop_oldest(self) -> None:
+        dropped = self._items[self._head]
+        self.bytes -= 0 if dropped is None else _size(dropped)
+        self._items[self._head] = None  # release the record now, not at the next compaction
         self._head += 1
         self.start += 1
         if self._head >= _COMPACT_AFTER and 2 * self._head >= len(self._items):
@@ -76,7 +83,12 @@ class _Log:
     def read(self, offset: int, limit: int) -> list[Message]:
         """Up to ``limit`` messages from ``offset`` (which must lie in ``[start, end]``)."""
         first = self._head + offset - self.start
-        return self._items[first : first + limit]
+        return [m for m in self._items[first : first + limit] if m is not None]
+
+
+def _size(message: Message) -> int:
+    """Bytes a retained record holds, for ``max_bytes_per_partition``."""
+    return len(message.value) + len(message.key or b"") + sum(len(v) for _, v in message.headers)
 
 
 class _Topic:
@@ -120,9 +132,12 @@ class MemoryBus(Transport):
         Partitions of every topic (>= 1).
     max_records_per_partition
         Bound on the records one partition retains (>= 1).
+    max_bytes_per_partition
+        Bound on the bytes (keys, values, headers) one partition retains (>= 1).
     """
 
-    def __init__(self, partitions: int = 1, max_records_per_partition: int = 1_000_000) -> None:
+    def __init__(self, partitions: int = 1, max_records_per_partition: int = 1_000_000,
+                 max_bytes_per_partition: int = 64 * 1024 * 1024) -> None:
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
         if (
@@ -133,8 +148,12 @@ class MemoryBus(Transport):
             raise ValueError(
                 f"max_records_per_partition must be an int >= 1, got {max_records_per_partition!r}"
             )
+        if isinstance(max_bytes_per_partition, bool) or not isinstance(max_bytes_per_partition, int) \
+                or max_bytes_per_partition < 1:
+            raise ValueError(f"max_bytes_per_partition must be an int >= 1, got {max_bytes_per_partition!r}")
         self.partitions = partitions
         self.max_records_per_partition = max_records_per_partition
+        self.max_bytes_per_partition = max_bytes_per_partition
         self._cond = threading.Condition()
         self._topics: dict[str, _Topic] = {}
         self._committed: dict[str, dict[tuple[str, int], int]] = {}  # group -> {(topic, p): offset}
@@ -212,12 +231,19 @@ class MemoryBus(Transport):
             else:
                 partition = zlib.crc32(key_b) % self.partitions
             plog = state.logs[partition]
-            if len(plog) >= self.max_records_per_partition:
+            size = len(value_b) + len(key_b or b"") + sum(len(v) for _, v in header_t)
+            if size > self.max_bytes_per_partition:
+                error = TransportError(f"record of {size} bytes exceeds the bus's bound of "
+                                       f"{self.max_bytes_per_partition} bytes per partition")
+            while error is None and len(plog) and (
+                len(plog) >= self.max_records_per_partition
+                or plog.bytes + size > self.max_bytes_per_partition
+            ):
                 laggards = self._groups_at(topic, partition, plog.start)
                 if laggards:
                     error = TransportError(
-                        f"bus full: {topic}[{partition}] holds {len(plog)} records and group(s) "
-                        f"{', '.join(sorted(laggards))} have not committed past offset {plog.start}"
+                        f"bus full: {topic}[{partition}] holds {len(plog)} records ({plog.bytes} bytes) and "
+                        f"group(s) {', '.join(sorted(laggards))} have not committed past offset {plog.start}"
                     )
                 else:
                     plog.drop_oldest()
