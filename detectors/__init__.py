@@ -21,10 +21,18 @@ from detectors.categorical import (
     CategoricalReference,
     build_categorical_reference,
     categorical_drift,
+    categorical_smallest_p_value,
     encode_categories,
 )
-from detectors.cbpe import CBPEResult, cbpe, expected_macro_f1
-from detectors.chi2 import PROB_FLOOR, Chi2Result, Chi2Rows, chi2_goodness_of_fit, chi2_goodness_of_fit_rows
+from detectors.cbpe import CBPEReference, CBPEResult, cbpe, cbpe_reference, expected_macro_f1
+from detectors.chi2 import (
+    PROB_FLOOR,
+    Chi2Result,
+    Chi2Rows,
+    chi2_goodness_of_fit,
+    chi2_goodness_of_fit_rows,
+    smallest_p_value_rows,
+)
 from detectors.cusum import CUSUM, siegmund_arl, z_from_p
 from detectors.drift import (
     Correction,
@@ -38,7 +46,15 @@ from detectors.drift import (
 )
 from detectors.errors import StatisticsError
 from detectors.kolmogorov import kstwo_sf
-from detectors.ks import MAX_EXACT_N, KSIndex, KSResult, ks_2samp_columns, sort_reference
+from detectors.ks import (
+    MAX_EXACT_N,
+    KSIndex,
+    KSResult,
+    ks_2samp_columns,
+    ks_smallest_p_value,
+    min_detectable_rows,
+    sort_reference,
+)
 from detectors.latency import SLO, BurnRateMonitor, BurnRateResult, LatencyHistogram, burn_rate
 from detectors.llm import (
     LLMQualityResult,
@@ -48,6 +64,7 @@ from detectors.llm import (
     build_llm_reference,
     llm_quality,
 )
+from detectors.missing import MissingRateFeature, MissingRateResult, missing_rate_drift
 from detectors.mmd import MMDDetector, MMDResult, median_bandwidth
 from detectors.multiple_testing import adjust_p_values
 from detectors.psi import bin_proportions, jensen_shannon, psi, quantile_edges
@@ -63,6 +80,7 @@ __all__ = [
     "SLO",
     "BurnRateMonitor",
     "BurnRateResult",
+    "CBPEReference",
     "CBPEResult",
     "CalibrationMethod",
     "Calibrator",
@@ -82,6 +100,8 @@ __all__ = [
     "LatencyHistogram",
     "MMDDetector",
     "MMDResult",
+    "MissingRateFeature",
+    "MissingRateResult",
     "Percentiles",
     "PredictionDriftResult",
     "QualityResult",
@@ -95,7 +115,9 @@ __all__ = [
     "build_reference",
     "burn_rate",
     "categorical_drift",
+    "categorical_smallest_p_value",
     "cbpe",
+    "cbpe_reference",
     "chi2_goodness_of_fit",
     "chi2_goodness_of_fit_rows",
     "encode_categories",
@@ -106,14 +128,18 @@ __all__ = [
     "isotonic_fit",
     "jensen_shannon",
     "ks_2samp_columns",
+    "ks_smallest_p_value",
     "kstwo_sf",
     "labelled_quality",
     "llm_quality",
     "median_bandwidth",
+    "min_detectable_rows",
+    "missing_rate_drift",
     "prediction_drift",
     "psi",
     "quantile_edges",
     "siegmund_arl",
+    "smallest_p_value_rows",
     "smirnov_sf_exact",
     "sort_reference",
     "wasserstein_columns",

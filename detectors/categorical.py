@@ -29,7 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors._arrays import BoolArray, FloatArray, IntArray, readonly
-from detectors.chi2 import Chi2Rows, Chi2Test, chi2_goodness_of_fit_rows, chi2_homogeneity_rows
+from detectors.chi2 import (
+    Chi2Rows,
+    Chi2Test,
+    chi2_goodness_of_fit_rows,
+    chi2_homogeneity_rows,
+    smallest_p_value_rows,
+)
 from detectors.errors import StatisticsError
 from detectors.multiple_testing import Correction, adjust_p_values
 from detectors.psi import jensen_shannon
@@ -41,6 +47,7 @@ __all__ = [
     "CategoricalTests",
     "build_categorical_reference",
     "categorical_drift",
+    "categorical_smallest_p_value",
     "categorical_tests",
     "decide_categorical",
     "encode_categories",
@@ -337,6 +344,27 @@ def categorical_tests(reference: CategoricalReference, codes: npt.ArrayLike) -> 
     return CategoricalTests(chi2, js, counts, int(arr.shape[0]), "homogeneity")
 
 
+def categorical_smallest_p_value(reference: CategoricalReference, m: int) -> FloatArray:
+    """Smallest p-value each feature's chi-squared test could give on ``m`` rows; shape (C,).
+
+    The most extreme window puts every row in one level (or in "other"); see
+    :func:`detectors.chi2.smallest_p_value_rows`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.categorical import build_categorical_reference, categorical_smallest_p_value
+    >>> ref = build_categorical_reference(np.array([["a"], ["b"]] * 500), ["s"])
+    >>> float(categorical_smallest_p_value(ref, 2)[0]), bool(categorical_smallest_p_value(ref, 50)[0] < 1e-6)
+    (1.0, True)
+    """
+    n_features = len(reference.feature_names)
+    if reference.counts is None:
+        return smallest_p_value_rows(reference.expected, m, reference.valid, test="goodness_of_fit")
+    counts = np.concatenate([reference.counts, np.zeros((n_features, 1), np.int64)], axis=1)  # (C, L+1)
+    return smallest_p_value_rows(counts, m, reference.valid)
+
+
 def decide_categorical(
     reference: CategoricalReference,
     tests: CategoricalTests,
@@ -368,7 +396,7 @@ def categorical_drift(
     alpha: float = 0.01,
     correction: Correction = "bonferroni",
     min_effect: float = 0.02,
-    min_samples: int = 30,
+    min_samples: int = 1,
 ) -> CategoricalDriftResult:
     """Test every categorical feature of a window (codes from :func:`encode_categories`) for drift.
 
@@ -384,7 +412,9 @@ def categorical_drift(
     min_effect : float, optional
         Floor on the Jensen–Shannon distance (default 0.02).
     min_samples : int, optional
-        With fewer rows the result is ``insufficient`` (NaN statistics, nothing drifted).
+        An extra floor (default 1): with fewer rows the result is ``insufficient``.  It is also
+        insufficient when no feature's test could reach ``alpha / C`` whatever the window held
+        (:func:`categorical_smallest_p_value`).
 
     Returns
     -------
@@ -405,6 +435,8 @@ def categorical_drift(
     if correction not in get_args(Correction):
         raise StatisticsError(f"correction must be one of {get_args(Correction)}; got {correction!r}")
     tests = categorical_tests(reference, codes)
-    insufficient = tests.n_current < min_samples
+    level = alpha / len(reference.feature_names)
+    insufficient = tests.n_current < min_samples or bool(
+        (categorical_smallest_p_value(reference, tests.n_current) > level).all())
     p_adjusted = adjust_p_values(tests.chi2.p_value, correction)
     return decide_categorical(reference, tests, p_adjusted, alpha, correction, min_effect, insufficient)

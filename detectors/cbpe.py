@@ -17,6 +17,19 @@ with probability ``c_i = P[i, yhat_i]``.  Then, given ``P``:
   of shape (B, m)), the exact macro-F1 computed per replicate, and the ``alpha/2`` quantiles taken.
 
 Both intervals are for the realised metric of *this* window (they include the label noise of m rows).
+
+**What the window is compared with.**  The estimate is only as good as the calibration map: where it fits
+poorly, CBPE's estimate on undrifted data differs from the accuracy measured with labels (a 3-class model
+with 10 % label noise: estimated 0.80, measured 0.93), and comparing the two raises a false alarm on the
+reference itself.  So the window's estimate is compared like with like: with the reference's *own* CBPE
+estimate ``A_ref = mean_i c_i`` over the reference rows (:func:`cbpe_reference`, computed when the profile is
+built), and its spread.  Undrifted, the window's ``c_i`` are draws from the reference's, so the window's
+estimate has mean ``A_ref`` and standard deviation ``s / sqrt(m)`` with ``s`` the reference rows' standard
+deviation of ``c`` (the analytic spread of the estimate over reference chunks of m rows).  The window drifts
+when the one-sided z-test ``z = (A_ref - A) / (s / sqrt(m))`` gives ``p < alpha`` **and** the drop
+``A_ref - A >= min_effect``.  Without a reference estimate (profiles built before it was stored), the old
+rule applies: the interval's upper bound below ``reference_accuracy - min_effect``.
+
 The estimate is only as good as the calibration, which is fitted on undrifted validation data
 (:func:`detectors.calibration.fit_calibrator`): under covariate shift a model tends to stay confident
 while it gets worse, so CBPE understates large drops; it is an early signal, not a substitute for labels.
@@ -34,7 +47,7 @@ from detectors._arrays import FloatArray, IntArray
 from detectors.calibration import Calibrator, probability_matrix
 from detectors.errors import StatisticsError
 
-__all__ = ["CBPEResult", "cbpe", "expected_macro_f1"]
+__all__ = ["CBPEReference", "CBPEResult", "cbpe", "cbpe_reference", "expected_macro_f1"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +66,16 @@ class CBPEResult:
         Parametric-bootstrap percentile interval at level ``1 - alpha``.
     reference_accuracy : float
     drifted : bool
-        The interval's upper bound is below ``reference_accuracy - min_effect`` (never when insufficient).
+        With a reference estimate: ``p_value < alpha`` and a drop of at least ``min_effect`` from it;
+        without: the interval's upper bound is below ``reference_accuracy - min_effect``.  Never when
+        insufficient.
     insufficient : bool
-        Fewer than ``min_samples`` predictions.
+        Fewer than ``min_samples`` predictions, or no window of this size could be flagged (even an
+        estimate of 0 would not be significant).
+    reference_estimate : float
+        The reference's own CBPE accuracy estimate (NaN when not given).
+    p_value : float
+        One-sided p-value of "the estimate fell below the reference estimate" (NaN without one).
     """
 
     n: int
@@ -66,6 +86,52 @@ class CBPEResult:
     reference_accuracy: float
     drifted: bool
     insufficient: bool
+    reference_estimate: float = float("nan")
+    p_value: float = float("nan")
+
+
+@dataclass(frozen=True)
+class CBPEReference:
+    """The reference's own CBPE estimate, its per-row spread, and how well the calibration fits.
+
+    Attributes
+    ----------
+    accuracy : float
+        ``mean_i c_i`` over the reference rows (``c_i`` the calibrated probability of the predicted class).
+    sd : float
+        Standard deviation (ddof 0) of ``c_i``: the estimate over m undrifted rows spreads by ``sd / sqrt(m)``.
+    n : int
+        Reference rows.
+    ece : float or None
+        Expected calibration error of the calibrated reference probabilities against the labels
+        (:func:`detectors.quality.expected_calibration_error`), when labels were given.
+    """
+
+    accuracy: float
+    sd: float
+    n: int
+    ece: float | None = None
+
+
+def cbpe_reference(probs: npt.ArrayLike, calibrator: Calibrator | None,
+                   labels: npt.ArrayLike | None = None) -> CBPEReference:
+    """The reference's own CBPE estimate (see the module docstring), from its probabilities.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.cbpe import cbpe_reference
+    >>> ref = cbpe_reference(np.array([[0.9, 0.1], [0.3, 0.7]]), None, labels=[0, 0])
+    >>> round(ref.accuracy, 3), round(ref.sd, 3), ref.n, round(ref.ece, 3)
+    (0.8, 0.1, 2, 0.4)
+    """
+    from detectors.quality import expected_calibration_error
+
+    raw = probability_matrix(probs)
+    calibrated = raw if calibrator is None else calibrator.apply(raw)  # (n, K)
+    c = calibrated[np.arange(raw.shape[0]), raw.argmax(axis=1)]  # (n,)
+    ece = None if labels is None else expected_calibration_error(calibrated, labels)
+    return CBPEReference(float(c.mean()), float(c.std()), int(c.size), ece)
 
 
 def expected_macro_f1(calibrated: FloatArray, predicted: IntArray) -> float:
@@ -134,9 +200,11 @@ def cbpe(
     reference_accuracy: float,
     alpha: float = 0.01,
     min_effect: float = 0.02,
-    min_samples: int = 30,
+    min_samples: int = 1,
     seed: int = 0,
     n_bootstrap: int = 200,
+    reference_estimate: float | None = None,
+    reference_spread: float | None = None,
 ) -> CBPEResult:
     """Estimate a window's accuracy and macro-F1 from the model's probabilities alone.
 
@@ -158,6 +226,9 @@ def cbpe(
         Seed of the bootstrap (results are reproducible).
     n_bootstrap : int, optional
         Bootstrap replicates B (default 200).
+    reference_estimate, reference_spread : float, optional
+        The reference's own estimate and per-row spread (:class:`CBPEReference` ``accuracy`` and ``sd``);
+        given together, the window is tested against them (module docstring).
 
     Returns
     -------
@@ -182,6 +253,12 @@ def cbpe(
         raise StatisticsError(f"min_samples must be >= 1; got {min_samples}")
     if n_bootstrap < 1:
         raise StatisticsError(f"n_bootstrap must be >= 1; got {n_bootstrap}")
+    if (reference_estimate is None) != (reference_spread is None):
+        raise StatisticsError("reference_estimate and reference_spread must be given together")
+    if reference_estimate is not None and reference_spread is not None and not (
+            0.0 <= reference_estimate <= 1.0 and 0.0 <= reference_spread <= 0.5):
+        raise StatisticsError(f"reference_estimate must be in [0, 1] and reference_spread in [0, 0.5]; got "
+                              f"{reference_estimate}, {reference_spread}")
     raw = probability_matrix(probs)
     calibrated = raw if calibrator is None else calibrator.apply(raw)  # (m, K)
     m = raw.shape[0]
@@ -193,7 +270,21 @@ def cbpe(
     accuracy_ci = (max(0.0, accuracy - half), min(1.0, accuracy + half))
     boot = _bootstrap_macro_f1(calibrated, predicted, n_bootstrap, seed)  # (B,)
     lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
-    insufficient = m < min_samples
+    p_value = float("nan")
+    if reference_estimate is not None and reference_spread is not None:
+        drop = reference_estimate - accuracy
+        se = reference_spread / np.sqrt(m)
+        # the most extreme outcome is an estimate of 0: insufficient when even that is not significant
+        if se > 0:
+            p_value = float(stats.norm.sf(drop / se))
+            smallest = float(stats.norm.sf(reference_estimate / se))
+        else:  # every reference row had the same confidence: any drop is certain
+            p_value, smallest = (0.0 if drop > 0 else 1.0), (0.0 if reference_estimate > 0 else 1.0)
+        insufficient = m < min_samples or smallest >= alpha
+        drifted = not insufficient and p_value < alpha and drop >= min_effect - 1e-12
+    else:  # a profile without a reference estimate: the interval against the measured accuracy
+        insufficient = m < min_samples or reference_accuracy - min_effect <= 0.0
+        drifted = not insufficient and accuracy_ci[1] < reference_accuracy - min_effect
     return CBPEResult(
         n=m,
         expected_accuracy=accuracy,
@@ -201,6 +292,8 @@ def cbpe(
         expected_macro_f1=expected_macro_f1(calibrated, predicted),
         macro_f1_ci=(float(lo), float(hi)),
         reference_accuracy=float(reference_accuracy),
-        drifted=bool(not insufficient and accuracy_ci[1] < reference_accuracy - min_effect),
-        insufficient=insufficient,
+        drifted=bool(drifted),
+        insufficient=bool(insufficient),
+        reference_estimate=float("nan") if reference_estimate is None else float(reference_estimate),
+        p_value=p_value,
     )

@@ -38,6 +38,7 @@ __all__ = [
     "chi2_goodness_of_fit_rows",
     "chi2_homogeneity",
     "chi2_homogeneity_rows",
+    "smallest_p_value_rows",
 ]
 
 #: Expected probabilities are clipped below at this value and renormalised, so that a category
@@ -335,3 +336,42 @@ def chi2_homogeneity(
     rows = chi2_homogeneity_rows(ref[None, :], cur[None, :], min_expected=min_expected)
     return Chi2Result(statistic=float(rows.statistic[0]), p_value=float(rows.p_value[0]), dof=int(rows.dof[0]),
                       merged_bins=int(rows.merged_bins[0]))
+
+
+def smallest_p_value_rows(
+    reference: npt.ArrayLike, m: int, valid: npt.ArrayLike | None = None, test: Chi2Test = "homogeneity"
+) -> FloatArray:
+    """Smallest p-value the chi-squared test of row ``r`` can give on a window of ``m`` rows; shape (R,).
+
+    Without pooling, Pearson's statistic of ``[reference; current]`` is a sum of quadratic-over-linear
+    terms, convex in the current counts, so over the simplex ``{c >= 0, sum c = m}`` it is largest at a
+    vertex: every window row in one category.  The bound is the p-value of the test as implemented
+    (small-count pooling included) at each of the K vertices, minimised over them.  ``reference`` is the
+    reference counts (``test="homogeneity"``) or expected proportions (``"goodness_of_fit"``), (R, K).
+
+    Examples
+    --------
+    >>> from detectors.chi2 import smallest_p_value_rows
+    >>> float(smallest_p_value_rows([[50, 50]], 2)[0])  # two rows cannot even fill a bin of 5
+    1.0
+    >>> float(smallest_p_value_rows([[500, 500]], 30)[0]) < 1e-6
+    True
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim != 2:
+        raise StatisticsError(f"reference must be (R, K); got shape {ref.shape}")
+    rows, k = ref.shape
+    cells: BoolArray = np.ones(ref.shape, dtype=np.bool_) if valid is None else np.asarray(valid, dtype=np.bool_)
+    if m < 1:
+        return np.ones(rows)
+    vertex = np.repeat(ref, k, axis=0)  # (R*K, K): row r k = reference row r, window all in category k
+    current = np.tile(np.eye(k) * float(m), (rows, 1))  # (R*K, K)
+    mask = np.repeat(cells, k, axis=0)  # (R*K, K)
+    if test == "homogeneity":
+        res = chi2_homogeneity_rows(vertex, current, mask)
+    else:
+        res = chi2_goodness_of_fit_rows(current, vertex, mask)
+    usable = mask[np.arange(rows * k), np.tile(np.arange(k), rows)]  # the vertex category must be real
+    p = np.where(usable, res.p_value, 1.0).reshape(rows, k)  # (R, K)
+    out: FloatArray = p.min(axis=1)
+    return out

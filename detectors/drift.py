@@ -28,21 +28,22 @@ from typing import get_args
 import numpy as np
 import numpy.typing as npt
 
-from detectors._arrays import FloatArray, class_indices
+from detectors._arrays import BoolArray, FloatArray, IntArray, class_indices, readonly
 from detectors.categorical import (
     CategoricalDriftResult,
     CategoricalReference,
     CategoricalTests,
+    categorical_smallest_p_value,
     categorical_tests,
     decide_categorical,
 )
-from detectors.chi2 import Chi2Test, chi2_goodness_of_fit, chi2_homogeneity
+from detectors.chi2 import Chi2Test, chi2_goodness_of_fit, chi2_homogeneity, smallest_p_value_rows
 from detectors.errors import StatisticsError
-from detectors.ks import KSResult, column_keys, ks_2samp_index, locate
+from detectors.ks import KSIndex, column_keys, ks_2samp_index, ks_smallest_p_value, locate
 from detectors.multiple_testing import Correction, adjust_p_values
 from detectors.psi import jensen_shannon, psi
 from detectors.reference import ReferenceSample
-from detectors.wasserstein import wasserstein_index
+from detectors.wasserstein import W1Index, wasserstein_index
 
 __all__ = [
     "Correction",
@@ -58,10 +59,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """Drift statistics of one feature (NaN statistics when the window was insufficient).
+    """Drift statistics of one feature, on its own present values (NaN statistics when it had none).
 
     ``wasserstein`` is the W1 distance between reference and window divided by the reference
     standard deviation (inf when that is 0 and the window differs, 0 when both are constant-equal).
+    ``n_current`` / ``n_reference`` count the feature's present (finite) values in the window and the
+    reference; ``p_adjusted`` is NaN for a feature that took no part in the correction (no present value,
+    or a part that could not reach significance).
     """
 
     name: str
@@ -72,14 +76,20 @@ class FeatureDrift:
     js_distance: float
     drifted: bool
     wasserstein: float = math.nan
+    n_current: int = 0
+    n_reference: int = 0
 
 
 @dataclass(frozen=True)
 class FeatureDriftResult:
     """Per-feature drift of one window against the reference.
 
-    ``n_current`` counts the rows actually tested (after dropping the ``excluded_rows`` rows that
-    held a non-finite value).
+    ``n_current`` counts the window's rows; each feature is tested on its own present values (their
+    count is :attr:`FeatureDrift.n_current`), so no row is dropped and ``excluded_rows`` is always 0 (kept
+    for callers that read it).  ``insufficient`` says that no outcome of any feature's KS test could have
+    reached significance after correction, and ``reason`` says why (empty otherwise).
+    ``smallest_p_value`` holds, per feature, the smallest p-value its test could have given
+    (:func:`detectors.ks.ks_smallest_p_value`).
     """
 
     features: tuple[FeatureDrift, ...]
@@ -89,7 +99,9 @@ class FeatureDriftResult:
     correction: str
     min_effect: float
     insufficient: bool
-    excluded_rows: int
+    excluded_rows: int = 0
+    reason: str = ""
+    smallest_p_value: tuple[float, ...] = ()
 
     @property
     def drifted(self) -> bool:
@@ -120,6 +132,7 @@ class PredictionDriftResult:
     observed: tuple[int, ...]
     expected_probs: tuple[float, ...]
     test: Chi2Test = "homogeneity"
+    smallest_p_value: float = math.nan
 
 
 def _check_thresholds(alpha: float, min_effect: float, min_samples: int) -> None:
@@ -133,16 +146,25 @@ def _check_thresholds(alpha: float, min_effect: float, min_samples: int) -> None
 
 @dataclass(frozen=True, eq=False)
 class _NumericTests:
-    """Raw per-feature statistics of a window (before correction), each of shape (F,)."""
+    """Raw per-feature statistics of a window (before correction), each of shape (F,).
 
-    ks: KSResult
+    ``present`` counts each feature's finite window values; ``smallest_p`` is the smallest p-value its
+    KS test could give (:func:`detectors.ks.ks_smallest_p_value`).  Statistics are NaN where a feature
+    has no present value.
+    """
+
+    statistic: FloatArray
+    p_value: FloatArray
     psi: FloatArray
     js: FloatArray
     wasserstein: FloatArray
+    present: IntArray
+    smallest_p: FloatArray
+    n_rows: int
 
 
-def _clean_window(reference: ReferenceSample, current: npt.ArrayLike) -> tuple[FloatArray, int]:
-    """The window as float64 (m, F) without its non-finite rows, and how many rows were dropped."""
+def _window(reference: ReferenceSample, current: npt.ArrayLike) -> FloatArray:
+    """The window as float64 (m, F), checked against the reference's feature count."""
     n_features = len(reference.feature_names)
     cur = np.asarray(current, dtype=np.float64)
     if cur.ndim != 2:
@@ -151,63 +173,113 @@ def _clean_window(reference: ReferenceSample, current: npt.ArrayLike) -> tuple[F
         raise StatisticsError(
             f"current window has {cur.shape[1]} features but the reference has {n_features}"
         )
-    finite_rows = np.isfinite(cur).all(axis=1)  # (m,)
-    excluded = int(cur.shape[0] - np.count_nonzero(finite_rows))
-    return (cur[finite_rows] if excluded else cur), excluded
+    return cur
 
 
-def _numeric_tests(reference: ReferenceSample, cur: FloatArray) -> _NumericTests:
-    """KS, PSI, JS and normalised W1 of every feature of a finite window (m >= 1, F)."""
-    columns = np.sort(np.ascontiguousarray(cur.T), axis=1)  # (F, m) sorted per feature
+def _dense_tests(ks_index: KSIndex, w1_index: W1Index, std: FloatArray, edges: FloatArray,
+                 proportions: FloatArray, columns: FloatArray) -> tuple[FloatArray, ...]:
+    """KS statistic and p, PSI, JS and normalised W1 of sorted finite rows ``columns`` (F, m >= 1)."""
     m = columns.shape[1]
-    ranks = locate(reference.ks_index, columns)
-    ks = ks_2samp_index(reference.ks_index, ranks)  # (F,) each
-    w1 = wasserstein_index(reference.ks_index, reference.w1_index, ranks)  # (F,)
-    std = reference.std
+    ranks = locate(ks_index, columns)
+    ks = ks_2samp_index(ks_index, ranks)  # (F,) each
+    w1 = wasserstein_index(ks_index, w1_index, ranks)  # (F,)
     with np.errstate(divide="ignore", invalid="ignore"):
         w1_norm = np.where(std > 0, w1 / std, np.where(w1 > 0, np.inf, 0.0))  # (F,)
     # PSI/JS bins: #{current <= edge} for every inner edge of every feature, one search for all.
-    n_features, n_edges = reference.edges.shape
-    at_or_below = np.searchsorted(ranks.keys, column_keys(reference.edges), side="right").reshape(
+    n_features, n_edges = edges.shape
+    at_or_below = np.searchsorted(ranks.keys, column_keys(edges), side="right").reshape(
         n_features, n_edges) - np.arange(n_features)[:, None] * m  # (F, B-1)
     cumulative = np.concatenate([np.zeros((n_features, 1), np.int64), at_or_below,
                                  np.full((n_features, 1), m)], axis=1)  # (F, B+1)
     props = np.diff(cumulative, axis=1) / m  # (F, B)
-    return _NumericTests(ks, psi(reference.proportions, props), jensen_shannon(reference.proportions, props), w1_norm)
+    return ks.statistic, ks.p_value, psi(proportions, props), jensen_shannon(proportions, props), w1_norm
+
+
+def _numeric_tests(reference: ReferenceSample, cur: FloatArray) -> _NumericTests:
+    """KS, PSI, JS and normalised W1 of every feature of a window (m, F) on each feature's present values.
+
+    Features with a full reference column and no missing window value (the common case) run in one
+    vectorised pass over all features; a feature with missing values (in the window, or a ragged reference
+    column) is tested alone on its present values against its own reference index, exactly as
+    ``scipy.stats.ks_2samp`` on those values.
+    """
+    m, n_features = cur.shape
+    finite = np.isfinite(cur)  # (m, F)
+    present = finite.sum(axis=0).astype(np.int64)  # (F,)
+    alone = (present < m) | (reference.present < reference.sorted_values.shape[0])  # (F,)
+    out = np.full((5, n_features), np.nan)  # statistic, p, psi, js, w1 per feature
+    if m and not alone.all():
+        dense = np.where(alone, 0.0, cur) if alone.any() else cur  # alone columns are recomputed below
+        columns = np.sort(np.ascontiguousarray(dense.T), axis=1)  # (F, m) sorted per feature
+        out[:] = _dense_tests(reference.ks_index, reference.w1_index, reference.std, reference.edges,
+                              reference.proportions, columns)
+        out[:, alone] = np.nan
+    # This loop runs only over the features that have missing values, each its own (n_j, m_j) test.
+    for j in np.flatnonzero(alone & (present > 0)):
+        ks_index, w1_index = reference.column_index(int(j))
+        column = np.sort(cur[finite[:, j], j])[None, :]  # (1, m_j)
+        out[:, j] = [v[0] for v in _dense_tests(ks_index, w1_index, reference.std[j: j + 1],
+                                                reference.edges[j: j + 1], reference.proportions[j: j + 1],
+                                                column)]
+    smallest = ks_smallest_p_value(reference.present, present)  # (F,)
+    statistic, p_value, psi_, js, w1 = (readonly(np.ascontiguousarray(row)) for row in out)
+    return _NumericTests(statistic, p_value, psi_, js, w1, present=present, smallest_p=readonly(smallest),
+                         n_rows=int(m))
 
 
 def _numeric_result(
     reference: ReferenceSample,
-    tests: _NumericTests | None,
+    tests: _NumericTests,
     p_adjusted: FloatArray | None,
-    n_current: int,
-    excluded: int,
     alpha: float,
     correction: str,
     min_effect: float,
+    reason: str,
 ) -> FeatureDriftResult:
+    """``p_adjusted`` is (F,) with NaN for features outside the family, or None for an insufficient part."""
     names = reference.feature_names
-    if tests is None or p_adjusted is None:
-        nan = math.nan
-        features = tuple(FeatureDrift(name, nan, nan, nan, nan, nan, False, nan) for name in names)
-    else:
-        drifted = (p_adjusted < alpha) & (tests.ks.statistic >= min_effect)  # (F,)
-        features = tuple(
-            FeatureDrift(name, float(d), float(p), float(pa), float(s), float(j), bool(flag), float(w))
-            for name, d, p, pa, s, j, flag, w in zip(
-                names, tests.ks.statistic, tests.ks.p_value, p_adjusted, tests.psi, tests.js, drifted,
-                tests.wasserstein, strict=True)
-        )
+    adjusted = np.full(len(names), np.nan) if p_adjusted is None else p_adjusted
+    with np.errstate(invalid="ignore"):
+        drifted = (adjusted < alpha) & (tests.statistic >= min_effect)  # (F,) False where NaN
+    features = tuple(
+        FeatureDrift(name, float(d), float(p), float(pa), float(s), float(j), bool(flag), float(w), int(mj), int(nj))
+        for name, d, p, pa, s, j, flag, w, mj, nj in zip(
+            names, tests.statistic, tests.p_value, adjusted, tests.psi, tests.js, drifted, tests.wasserstein,
+            tests.present, reference.present, strict=True)
+    )
     return FeatureDriftResult(
         features=features,
         n_reference=reference.ks_index.n_reference,
-        n_current=n_current,
+        n_current=tests.n_rows,
         alpha=float(alpha),
         correction=str(correction),
         min_effect=float(min_effect),
-        insufficient=tests is None,
-        excluded_rows=excluded,
+        insufficient=p_adjusted is None,
+        excluded_rows=0,
+        reason=reason,
+        smallest_p_value=tuple(float(v) for v in tests.smallest_p),
     )
+
+
+def _numeric_family(tests: _NumericTests, min_samples: int, alpha: float, n_tests: int) -> tuple[BoolArray, str]:
+    """Which features enter the correction, and why none does (empty reason when some do).
+
+    A feature is tested when it has at least ``min_samples`` present values; the part is insufficient
+    when none of them could reach ``alpha / n_tests`` even at ``D = 1`` (the Bonferroni level of the
+    whole family; excluding tests that cannot reach significance from the family is Tarone's 1990
+    refinement and keeps the family-wise error rate).
+    """
+    tested = tests.present >= max(min_samples, 1)  # (F,)
+    level = alpha / max(n_tests, 1)
+    if tested.any() and (tests.smallest_p[tested] <= level).any():
+        return tested, ""
+    if not tested.any():
+        return tested, (f"no feature has {max(min_samples, 1)} present value(s) in the window of {tests.n_rows} "
+                        f"row(s) (min_samples)")
+    best = float(tests.smallest_p[tested].min())
+    return tested, (f"with {int(tests.present[tested].max())} present value(s) per feature in the window the "
+                    f"smallest p-value any KS test could give (D = 1, exact Smirnov law) is {best:.2g}, above "
+                    f"alpha / {n_tests} tests = {level:.2g}: no outcome could be significant")
 
 
 def feature_drift(
@@ -216,15 +288,18 @@ def feature_drift(
     alpha: float = 0.01,
     correction: Correction = "bonferroni",
     min_effect: float = 0.025,
-    min_samples: int = 30,
+    min_samples: int = 1,
 ) -> FeatureDriftResult:
     """Test every feature of a window for drift against the reference, in one vectorised pass.
 
-    Rows of ``current`` holding any NaN/inf are dropped (counted in ``excluded_rows``).  With fewer
-    than ``min_samples`` rows left the result is ``insufficient`` (NaN statistics, nothing drifted).
-    Otherwise each feature gets the two-sample KS statistic and p-value, PSI and Jensen–Shannon
+    NaN/inf cells of ``current`` are missing values: each feature is tested on its own present values
+    (KS equal to ``scipy.stats.ks_2samp`` on them), and no row is dropped.  The result is
+    ``insufficient`` (nothing drifted, ``reason`` says why) only when no feature's KS test could reach
+    significance after correction whatever the window held: the smallest attainable p-value,
+    ``2 / C(n + m, m)`` at ``D = 1`` (:func:`detectors.ks.ks_smallest_p_value`), exceeds ``alpha / F``
+    for every feature.  Each feature gets the two-sample KS statistic and p-value, PSI and Jensen–Shannon
     distance on the reference quantile bins and the normalised Wasserstein distance; p-values are
-    adjusted across the F features, and
+    adjusted across the features with present values, and
 
         drifted_j = (p_adjusted_j < alpha) and (ks_statistic_j >= min_effect).
 
@@ -243,7 +318,8 @@ def feature_drift(
         feature gives KS ~0.040 and passes, while an undrifted feature exceeds 0.025 with probability
         ~2e-5 at n = 100,000 and m = 10,000; see the module docstring).
     min_samples : int, optional
-        Fewest usable rows to test at all (default 30).
+        An extra floor: fewest present values for a feature to be tested (default 1, so that the
+        attainable-significance bound alone decides).
 
     Returns
     -------
@@ -268,13 +344,13 @@ def feature_drift(
     _check_thresholds(alpha, min_effect, min_samples)
     if correction not in get_args(Correction):
         raise StatisticsError(f"correction must be one of {get_args(Correction)}; got {correction!r}")
-    cur, excluded = _clean_window(reference, current)
-    n_current = int(cur.shape[0])
-    if n_current < min_samples:
-        return _numeric_result(reference, None, None, n_current, excluded, alpha, correction, min_effect)
-    tests = _numeric_tests(reference, cur)
-    p_adjusted = adjust_p_values(tests.ks.p_value, correction)  # (F,)
-    return _numeric_result(reference, tests, p_adjusted, n_current, excluded, alpha, correction, min_effect)
+    tests = _numeric_tests(reference, _window(reference, current))
+    tested, reason = _numeric_family(tests, min_samples, alpha, len(reference.feature_names))
+    if reason:
+        return _numeric_result(reference, tests, None, alpha, correction, min_effect, reason)
+    p_adjusted = np.full(tested.size, np.nan)
+    p_adjusted[tested] = adjust_p_values(tests.p_value[tested], correction)  # (F,)
+    return _numeric_result(reference, tests, p_adjusted, alpha, correction, min_effect, "")
 
 
 def prediction_drift(
@@ -282,7 +358,7 @@ def prediction_drift(
     predictions: npt.ArrayLike,
     alpha: float = 0.01,
     min_effect: float = 0.02,
-    min_samples: int = 30,
+    min_samples: int = 1,
 ) -> PredictionDriftResult:
     """Test whether the predicted-class mix of a window departs from the reference's.
 
@@ -307,7 +383,9 @@ def prediction_drift(
     alpha, min_effect : float, optional
         Significance level (default 0.01) and JS-distance floor (default 0.02).
     min_samples : int, optional
-        With fewer predictions the result is ``insufficient`` (NaN statistics, not drifted).
+        An extra floor (default 1): with fewer predictions the result is ``insufficient``.  It is also
+        insufficient when no window of this size could give a p-value below ``alpha`` (every prediction in
+        one class is the most extreme outcome: :func:`detectors.chi2.smallest_p_value_rows`).
 
     Returns
     -------
@@ -342,9 +420,12 @@ def prediction_drift(
     observed = tuple(int(c) for c in counts)
     expected_probs = tuple(float(p) for p in priors)
     test: Chi2Test = "homogeneity" if reference.class_counts is not None else "goodness_of_fit"
-    if n_current < min_samples:
+    base = reference.class_counts if reference.class_counts is not None else priors
+    smallest = float(smallest_p_value_rows(base[None, :], n_current, test=test)[0])
+    if n_current < min_samples or smallest > alpha:
         nan = math.nan
-        return PredictionDriftResult(nan, nan, 0, nan, n_current, False, True, observed, expected_probs, test)
+        return PredictionDriftResult(nan, nan, 0, nan, n_current, False, True, observed, expected_probs, test,
+                                     smallest)
 
     if reference.class_counts is not None:
         chi2 = chi2_homogeneity(reference.class_counts, counts)  # 2 x K table: reference, window
@@ -363,6 +444,7 @@ def prediction_drift(
         observed=observed,
         expected_probs=expected_probs,
         test=test,
+        smallest_p_value=smallest,
     )
 
 
@@ -394,20 +476,21 @@ def window_drift(
     correction: Correction = "bonferroni",
     min_effect: float = 0.025,
     min_effect_categorical: float = 0.02,
-    min_samples: int = 30,
+    min_samples: int = 1,
 ) -> WindowDriftResult:
     """Drift of a window's numeric and categorical features with one multiple-testing correction.
 
     The F KS p-values and C chi-squared p-values are adjusted together (Bonferroni multiplies by
     F + C); numeric features then use the KS floor ``min_effect`` and categorical features the
-    Jensen–Shannon floor ``min_effect_categorical``.  A part with fewer than ``min_samples`` rows is
-    ``insufficient`` and takes no part in the correction.
+    Jensen–Shannon floor ``min_effect_categorical``.  A part none of whose tests could reach
+    ``alpha / (F + C)`` with this many rows (or with fewer than ``min_samples`` rows) is ``insufficient``
+    and takes no part in the correction; numeric features are tested on their own present values.
 
     Parameters
     ----------
     reference : ReferenceSample
     current : array_like, shape (m, F)
-        Numeric window (rows with NaN/inf are dropped, as in :func:`feature_drift`).
+        Numeric window; NaN/inf cells are missing (each feature uses its own present values).
     categorical : CategoricalReference, optional
     codes : array_like of int, shape (m, C), optional
         Level codes from :func:`detectors.categorical.encode_categories`; required with ``categorical``.
@@ -435,23 +518,32 @@ def window_drift(
         raise StatisticsError(f"correction must be one of {get_args(Correction)}; got {correction!r}")
     if (categorical is None) != (codes is None):
         raise StatisticsError("categorical and codes must be given together")
-    cur, excluded = _clean_window(reference, current)
-    n_current = int(cur.shape[0])
-    numeric = _numeric_tests(reference, cur) if n_current >= min_samples else None
+    numeric = _numeric_tests(reference, _window(reference, current))
     cat_tests: CategoricalTests | None = None
-    cat_ok = False
+    n_categorical = 0
     if categorical is not None and codes is not None:
         cat_tests = categorical_tests(categorical, codes)
-        cat_ok = cat_tests.n_current >= min_samples
+        n_categorical = len(categorical.feature_names)
+    n_tests = len(reference.feature_names) + n_categorical
+    tested, reason = _numeric_family(numeric, min_samples, alpha, n_tests)
+    cat_ok = False
+    if cat_tests is not None and categorical is not None:
+        smallest = categorical_smallest_p_value(categorical, cat_tests.n_current)  # (C,)
+        cat_ok = cat_tests.n_current >= min_samples and bool((smallest <= alpha / n_tests).any())
 
-    # One family: the p-values of every part that was actually tested.
-    parts = [numeric.ks.p_value] if numeric is not None else []
+    # One family: the p-values of every part that could reach significance (Tarone), of features with values.
+    in_family = tested if not reason else np.zeros_like(tested)
+    parts = [numeric.p_value[in_family]]
     if cat_tests is not None and cat_ok:
         parts.append(cat_tests.chi2.p_value)
-    adjusted = adjust_p_values(np.concatenate(parts), correction) if parts else np.empty(0)
-    n_numeric = len(reference.feature_names) if numeric is not None else 0
-    numeric_result = _numeric_result(reference, numeric, adjusted[:n_numeric] if numeric is not None else None,
-                                     n_current, excluded, alpha, correction, min_effect)
+    family = np.concatenate(parts)
+    adjusted = adjust_p_values(family, correction) if family.size else np.empty(0)
+    n_numeric = int(in_family.sum())
+    numeric_adjusted = None
+    if not reason:
+        numeric_adjusted = np.full(in_family.size, np.nan)
+        numeric_adjusted[in_family] = adjusted[:n_numeric]
+    numeric_result = _numeric_result(reference, numeric, numeric_adjusted, alpha, correction, min_effect, reason)
     categorical_result = None
     if categorical is not None and cat_tests is not None:
         categorical_result = decide_categorical(categorical, cat_tests, adjusted[n_numeric:], alpha, correction,

@@ -39,7 +39,8 @@ from detectors.kolmogorov import kstwo_sf
 from detectors.smirnov import smirnov_sf_exact
 
 __all__ = ["KNOTS", "MAX_EXACT_N", "CurrentRanks", "KSIndex", "KSResult", "column_keys", "ks_2samp_columns",
-           "ks_2samp_index", "locate", "reference_counts", "sort_reference"]
+           "ks_2samp_index", "ks_smallest_p_value", "locate", "min_detectable_rows", "reference_counts",
+           "sort_reference"]
 
 #: Largest sample size for which the exact p-value is used (SciPy's ``MAX_AUTO_N``).
 MAX_EXACT_N: int = 10000
@@ -69,6 +70,75 @@ class KSResult:
     statistic: FloatArray
     p_value: FloatArray
     method: str
+
+
+def ks_smallest_p_value(n: int | npt.ArrayLike, m: int | npt.ArrayLike) -> FloatArray:
+    """Smallest p-value any two-sample KS test of ``n`` against ``m`` values can give: ``2 / C(n + m, m)``.
+
+    The most extreme outcome is ``D = 1`` (every window value below, or every one above, the whole
+    reference).  Under the null all ``C(n + m, m)`` interleavings of the pooled sample are equally likely
+    and exactly two of them give ``D = 1``, so the exact Smirnov law (:func:`detectors.smirnov.smirnov_sf_exact`
+    with ``h = lcm``) puts ``P(D >= 1) = 2 / C(n + m, m)`` (``1`` when ``n = m = 1``).  This is the bound
+    whatever method reports the p-value: SciPy's asymptotic branch (``max(n, m) > 10000``) gives 0 at
+    ``D = 1``, which is not an outcome the exact null allows.  Computed in logs, so it never overflows.
+
+    Parameters
+    ----------
+    n, m : int or array_like of int
+        Sample sizes (>= 0; a size of 0 gives 1: nothing can be tested).
+
+    Returns
+    -------
+    ndarray of float
+        The bound, broadcast over ``n`` and ``m``.
+
+    Examples
+    --------
+    >>> from detectors.ks import ks_smallest_p_value
+    >>> float(ks_smallest_p_value(5, 5))  # 2 / C(10, 5)
+    0.007936507936507936
+    >>> round(float(ks_smallest_p_value(2000, 1)), 9)  # one value beyond 2,000 reference values: 2 / 2001
+    0.0009995
+    """
+    from scipy import special
+
+    nn = np.asarray(n, dtype=np.float64)
+    mm = np.asarray(m, dtype=np.float64)
+    log_binom = special.gammaln(nn + mm + 1) - special.gammaln(nn + 1) - special.gammaln(mm + 1)
+    out: FloatArray = np.where((nn < 1) | (mm < 1), 1.0, np.minimum(1.0, np.exp(math.log(2.0) - log_binom)))
+    return out
+
+
+def min_detectable_rows(n_reference: int, alpha_adjusted: float) -> int:
+    """Fewest window rows for which a KS test against ``n_reference`` rows can reach ``alpha_adjusted``.
+
+    The smallest ``m`` with ``2 / C(n + m, m) <= alpha_adjusted`` (:func:`ks_smallest_p_value`); with
+    Bonferroni over ``k`` tests pass ``alpha / k``.  Raises when no window size can (``n_reference`` too
+    small for the level even with ``m`` rows as large as 10^6).
+
+    Examples
+    --------
+    >>> from detectors.ks import min_detectable_rows
+    >>> min_detectable_rows(20_000, 0.01), min_detectable_rows(20_000, 0.01 / 20)
+    (1, 1)
+    >>> min_detectable_rows(20, 0.01 / 20), min_detectable_rows(2_000, 0.01 / 20_000)
+    (4, 3)
+    """
+    if isinstance(n_reference, bool) or not isinstance(n_reference, int | np.integer) or n_reference < 1:
+        raise StatisticsError(f"n_reference must be a positive integer; got {n_reference!r}")
+    if not 0.0 < alpha_adjusted < 1.0:
+        raise StatisticsError(f"alpha_adjusted must be in (0, 1); got {alpha_adjusted!r}")
+    m = 1
+    while float(ks_smallest_p_value(n_reference, m)) > alpha_adjusted:
+        m *= 2
+        if m > 1_000_000:
+            raise StatisticsError(f"no window of up to 10^6 rows can reach p <= {alpha_adjusted:g} against "
+                                  f"{n_reference} reference rows")
+    lo, hi = m // 2, m  # p(lo) > alpha >= p(hi) (lo = 0 when m = 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if float(ks_smallest_p_value(n_reference, mid)) <= alpha_adjusted else (mid, hi)
+    return hi
 
 
 def sort_reference(x: npt.ArrayLike) -> FloatArray:

@@ -44,7 +44,9 @@ class QualityResult:
     drifted : bool
         ``p_value < alpha`` and ``reference_accuracy - accuracy >= min_effect`` (never when insufficient).
     insufficient : bool
-        Fewer than ``min_samples`` labelled predictions.
+        Fewer than ``min_samples`` labelled predictions, or too few for any outcome to be significant: the
+        most extreme one, no prediction right, has p-value ``(1 - reference_accuracy)^n``, and while that is
+        at least ``alpha`` nothing the window holds could be flagged.
     """
 
     n: int
@@ -124,7 +126,7 @@ def labelled_quality(
     probs: npt.ArrayLike | None = None,
     alpha: float = 0.01,
     min_effect: float = 0.02,
-    min_samples: int = 30,
+    min_samples: int = 1,
 ) -> QualityResult:
     """Quality of a window of labelled predictions, and whether accuracy fell below the reference.
 
@@ -143,7 +145,8 @@ def labelled_quality(
     min_effect : float, optional
         Smallest accuracy drop (absolute) that counts as drift.
     min_samples : int, optional
-        Windows with fewer labelled predictions are reported but never flagged.
+        An extra floor (default 1): windows with fewer labelled predictions are reported but never flagged;
+        so are windows too small for any outcome to be significant (see ``QualityResult.insufficient``).
 
     Returns
     -------
@@ -200,7 +203,8 @@ def labelled_quality(
         ece = expected_calibration_error(pm, t)
 
     p_value = float(stats.binomtest(correct, n, reference_accuracy, alternative="less").pvalue)
-    insufficient = n < min_samples
+    # The smallest attainable p-value of the one-sided exact test: 0 of n right, P = (1 - p0)^n.
+    insufficient = n < min_samples or (1.0 - reference_accuracy) ** n >= alpha
     # A small tolerance keeps a drop of exactly min_effect from failing on float rounding.
     big_enough = reference_accuracy - accuracy >= min_effect - 1e-12
     return QualityResult(

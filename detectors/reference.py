@@ -26,7 +26,9 @@ class ReferenceSample:
     feature_names : tuple of str
         Column names, in column order (F of them).
     sorted_values : ndarray, shape (n, F)
-        Reference rows (possibly subsampled), each column sorted ascending.
+        Each column holds that feature's present (finite) reference values, possibly subsampled, sorted
+        ascending and padded at the end with NaN: columns are ragged when features have missing values
+        (``present[j]`` values in column ``j``, ``n = max(present)``).
     edges : ndarray, shape (F, bins - 1)
         Inner quantile bin edges per feature.
     proportions : ndarray, shape (F, bins)
@@ -41,10 +43,19 @@ class ReferenceSample:
         for its two-sample homogeneity test; a profile that has only ``class_priors`` (written before
         counts were stored) falls back to goodness of fit against the priors, which treats them as exact
         and alarms somewhat more often than ``alpha`` on undrifted traffic.
+    missing_counts : ndarray of int64, shape (F,), or None
+        Missing (NaN or infinite) values of each feature in the ``n_rows`` reference rows, counted before
+        any subsampling; None (a profile written before missing values were kept) means 0.
+    n_rows : int or None
+        Reference rows the missing counts are out of; None means ``sorted_values.shape[0]``.
+    present, complete
+        Derived: present values per column (F,), and whether every column is full (no NaN padding).
     ks_index, w1_index, std
         Derived on construction from ``sorted_values`` (never stored): the search index of the KS
         test, the prefix sums of the Wasserstein distance, and the per-feature standard deviation
-        (ddof 0) that normalises it.
+        (ddof 0, over present values) that normalises it.  For a ragged column the shared index holds
+        the column padded with its largest value and is not used for that feature: :meth:`column_index`
+        gives the exact one-feature index of its present values.
 
     Notes
     -----
@@ -60,6 +71,11 @@ class ReferenceSample:
     class_labels: tuple[str, ...]
     class_priors: FloatArray | None = None
     class_counts: IntArray | None = None
+    missing_counts: IntArray | None = None
+    n_rows: int | None = None
+    present: IntArray = field(init=False, repr=False)
+    complete: bool = field(init=False, repr=False)
+    _columns: dict[int, tuple[KSIndex, W1Index]] = field(default_factory=dict, init=False, repr=False)
     ks_index: KSIndex = field(init=False, repr=False)
     w1_index: W1Index = field(init=False, repr=False)
     std: FloatArray = field(init=False, repr=False)
@@ -82,16 +98,61 @@ class ReferenceSample:
         if self.class_counts is not None:
             self._derive_priors(np.asarray(self.class_counts))
         sv = np.asarray(sv, dtype=np.float64)
-        require_finite(sv, "sorted_values", self.feature_names)
-        unsorted = np.flatnonzero(np.any(sv[1:] < sv[:-1], axis=0))
+        absent = np.isnan(sv)  # (n, F) padding: must be a suffix of each column
+        present = (sv.shape[0] - absent.sum(axis=0)).astype(np.int64)  # (F,)
+        if (absent[:-1] & ~absent[1:]).any():
+            raise StatisticsError("sorted_values may hold NaN only as padding at the end of a column")
+        if (present < 1).any():
+            raise StatisticsError(f"feature(s) {[self.feature_names[j] for j in np.flatnonzero(present < 1)[:5]]} "
+                                  "have no present reference value")
+        require_finite(np.where(absent, 0.0, sv), "sorted_values", self.feature_names)
+        filled = np.where(absent, sv[present - 1, np.arange(n_features)], sv)  # (n, F) pad with the column max
+        unsorted = np.flatnonzero(np.any(filled[1:] < filled[:-1], axis=0))
         if unsorted.size:
             raise StatisticsError(f"sorted_values is not sorted in feature(s) "
                                   f"{[self.feature_names[j] for j in unsorted[:5]]}")
-        ks_index = KSIndex.from_sorted(sv)
+        self._check_missing(present)
+        ks_index = KSIndex.from_sorted(filled)
+        std = np.array([filled[: present[j], j].std() for j in range(n_features)]) if absent.any() \
+            else ks_index.columns.std(axis=1)  # (F,)
         # derived, not stored: a frozen dataclass sets its own fields through object.__setattr__
+        present.setflags(write=False)
+        object.__setattr__(self, "present", present)
+        object.__setattr__(self, "complete", not absent.any())
         object.__setattr__(self, "ks_index", ks_index)
         object.__setattr__(self, "w1_index", W1Index.from_columns(ks_index.columns))
-        object.__setattr__(self, "std", readonly(ks_index.columns.std(axis=1)))
+        object.__setattr__(self, "std", readonly(std))
+
+    def _check_missing(self, present: IntArray) -> None:
+        """Validate ``missing_counts`` / ``n_rows`` and store them (int64, read-only)."""
+        n_features = len(self.feature_names)
+        rows = self.sorted_values.shape[0] if self.n_rows is None else self.n_rows
+        if isinstance(rows, bool) or not isinstance(rows, int | np.integer) or rows < 1:
+            raise StatisticsError(f"n_rows must be a positive integer; got {self.n_rows!r}")
+        missing = np.zeros(n_features, np.int64) if self.missing_counts is None else np.asarray(self.missing_counts)
+        if missing.shape != (n_features,) or not np.issubdtype(missing.dtype, np.integer):
+            raise StatisticsError(f"missing_counts must be {n_features} integer counts; got {missing!r}")
+        if (missing < 0).any() or (missing >= rows).any():
+            raise StatisticsError(f"missing_counts must be in [0, n_rows = {rows}); got {missing.tolist()}")
+        exact = missing.astype(np.int64)
+        exact.setflags(write=False)
+        object.__setattr__(self, "missing_counts", exact)
+        object.__setattr__(self, "n_rows", int(rows))
+
+    @property
+    def missing_rates(self) -> FloatArray:
+        """Share of missing values of each feature in the reference rows, shape (F,)."""
+        assert self.missing_counts is not None and self.n_rows is not None  # set in __post_init__
+        return readonly(self.missing_counts / self.n_rows)
+
+    def column_index(self, j: int) -> tuple[KSIndex, W1Index]:
+        """The exact KS and Wasserstein indexes of feature ``j``'s present values alone (memoised)."""
+        cache = self._columns
+        if j not in cache:
+            values = np.ascontiguousarray(self.sorted_values[: self.present[j], j : j + 1])  # (n_j, 1)
+            index = KSIndex.from_sorted(values)
+            cache[j] = (index, W1Index.from_columns(index.columns))
+        return cache[j]
 
     def _derive_priors(self, counts: npt.NDArray[np.generic]) -> None:
         """Validate ``class_counts``, store them as read-only int64 and set ``class_priors`` from them."""
@@ -128,7 +189,8 @@ def build_reference(
     Parameters
     ----------
     x : array_like, shape (N, F)
-        Finite reference feature values.
+        Reference feature values; NaN (or infinite) cells are missing.  Each feature keeps its own
+        present values (no row is dropped because another feature is missing) and its missing count.
     feature_names : sequence of str
         F distinct names, in column order.
     predictions : array_like of int, shape (P,), optional
@@ -139,7 +201,8 @@ def build_reference(
     bins : int, optional
         Quantile bins per feature for PSI / JS (default 10).
     max_rows : int, optional
-        Rows kept: larger inputs are subsampled without replacement (default 20000).
+        Values kept per feature: larger inputs are subsampled without replacement (default 20000); without
+        missing values the same rows are kept for every feature.
     seed : int, optional
         Seed of the subsampling generator (default 0).
 
@@ -176,15 +239,22 @@ def build_reference(
         raise StatisticsError(f"feature_names must be distinct; repeated: {dup}")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1:
         raise StatisticsError(f"max_rows must be a positive integer; got {max_rows!r}")
-    require_finite(values, "reference x", names)
-
-    if values.shape[0] > max_rows:
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(values.shape[0], size=max_rows, replace=False))
-        values = values[keep]
-    sorted_values = sort_reference(values)  # (n, F)
-    edges = quantile_edges(sorted_values, bins)  # (F, bins-1)
-    proportions = bin_proportions(sorted_values, edges)  # (F, bins)
+    finite = np.isfinite(values)  # (N, F)
+    n_rows = int(values.shape[0])
+    missing = (n_rows - finite.sum(axis=0)).astype(np.int64)  # (F,)
+    if (missing == n_rows).any():
+        empty = [names[j] for j in np.flatnonzero(missing == n_rows)[:5]]
+        raise StatisticsError(f"reference x has no finite value in feature(s) {empty}")
+    if not missing.any():
+        if n_rows > max_rows:
+            rng = np.random.default_rng(seed)
+            keep = np.sort(rng.choice(n_rows, size=max_rows, replace=False))
+            values = values[keep]
+        sorted_values = sort_reference(values)  # (n, F)
+        edges = quantile_edges(sorted_values, bins)  # (F, bins-1)
+        proportions = bin_proportions(sorted_values, edges)  # (F, bins)
+    else:
+        sorted_values, edges, proportions = _ragged(values, finite, bins, max_rows, seed)
 
     labels: tuple[str, ...] = tuple(class_labels) if class_labels is not None else ()
     counts: IntArray | None = None
@@ -210,4 +280,29 @@ def build_reference(
         proportions=readonly(proportions),
         class_labels=labels,
         class_counts=counts,
+        missing_counts=missing,
+        n_rows=n_rows,
     )
+
+
+def _ragged(values: FloatArray, finite: npt.NDArray[np.bool_], bins: int, max_rows: int,
+            seed: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Sorted present values per feature (NaN-padded), their quantile edges and bin proportions.
+
+    A loop over features, run once per profile: each feature has its own present values and sample size.
+    """
+    rng = np.random.default_rng(seed)
+    columns = []
+    for j in range(values.shape[1]):
+        column = values[finite[:, j], j]  # (N_j,)
+        if column.size > max_rows:
+            column = column[np.sort(rng.choice(column.size, size=max_rows, replace=False))]
+        columns.append(np.sort(column))
+    width = max(c.size for c in columns)
+    sorted_values = np.full((width, len(columns)), np.nan)  # (n, F) NaN padding last
+    for j, column in enumerate(columns):
+        sorted_values[: column.size, j] = column
+    edges = np.concatenate([quantile_edges(c[:, None], bins) for c in columns])  # (F, bins-1)
+    proportions = np.concatenate([bin_proportions(c[:, None], e[None, :]) for c, e in zip(columns, edges,
+                                                                                           strict=True)])  # (F, B)
+    return sorted_values, edges, proportions

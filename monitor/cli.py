@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 
 from monitor import __version__
 from monitor.errors import InferwatchError
@@ -72,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
 
     drift = sub.add_parser("drift", help="compare two data files offline (for CI before a rollout)",
                            description="Runs every detector the files have data for, as the daemon does on one "
-                                       "window: per-feature KS (p-value, PSI, Jensen–Shannon, Wasserstein) with "
+                                       "window: per-feature KS (p-value, PSI, Jensen–Shannon, Wasserstein) on "
+                                       "each feature's own present values (NaN cells in .npz, empty cells in "
+                                       ".csv are missing values), a change in each feature's missing rate, with "
                                        "multiple-testing correction and an effect-size floor, chi-squared on "
                                        "categorical features and predicted classes, MMD on embeddings, accuracy "
                                        "from labels, label-free estimated accuracy (CBPE) from probabilities, LLM "
@@ -85,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--min-effect", type=float, default=0.025,
                        help="smallest KS statistic reported as drift, however significant (default 0.025; "
                             "a 0.1-sd mean shift is about 0.04)")
-    drift.add_argument("--min-samples", type=int, default=30, help="fewer usable rows: insufficient data")
+    drift.add_argument("--min-samples", type=int, default=30,
+                       help="fewest rows for the embedding (MMD) and LLM tests (default 30). The other tests need no "
+                            "row count: they report insufficient data only when no outcome could be significant "
+                            "after correction. A KS test of m current rows against n reference rows reaches at best "
+                            "p = 2 / C(n+m, m): 1 row can be enough against 2,000 reference rows at alpha 0.01, "
+                            "2 rows with 20 features; against 50 reference rows, 2 and 3")
     drift.add_argument("--json", action="store_true", help="print one JSON object")
     drift.set_defaults(func=_drift)
 
@@ -217,9 +223,7 @@ def _baseline(args: argparse.Namespace) -> int:
     profile = build_profile(table, args.model, args.model_version, training_run=args.training_run, bins=args.bins,
                             calibration=args.calibration, max_rows=args.max_rows)
     save_profile(args.out, profile)
-    skipped = int((~np.isfinite(table.x).all(axis=1)).sum())
-    print(f"wrote {args.out}: {args.model}/{args.model_version} from {table.rows} rows "
-          f"({skipped} non-finite rows skipped): {profile.describe()}")
+    print(f"wrote {args.out}: {args.model}/{args.model_version} from {table.rows} rows: {profile.describe()}")
     return 0
 
 

@@ -120,7 +120,12 @@ class DetectConfig(_Strict, frozen=True):
     ``min_effect`` (KS statistic of a numeric feature; a 0.1-sd mean shift is about 0.04, while an undrifted
     feature in 10,000-row windows against 100,000 reference rows exceeds 0.025 with probability ~2e-5),
     ``min_effect_categorical`` and ``min_effect_classes`` (Jensen–Shannon distance of category and
-    predicted-class frequencies), ``min_effect_quality`` (accuracy drop), ``min_effect_llm``."""
+    predicted-class frequencies), ``min_effect_quality`` (accuracy drop), ``min_effect_llm``, and
+    ``min_effect_missing`` (Cohen's h of a feature's missing rate: 0.1 is about 5% -> 7.5%, or 0% -> 0.25%).
+
+    A test reports insufficient data only when no outcome of it could be significant at the corrected level
+    (e.g. a KS test of m window rows against n reference rows can reach at best p = 2 / C(n+m, m)), never
+    below a fixed row count."""
 
     alpha: Probability = 0.01
     correction: Literal["bonferroni", "bh"] = "bonferroni"
@@ -129,6 +134,7 @@ class DetectConfig(_Strict, frozen=True):
     min_effect_classes: Effect = 0.02
     min_effect_quality: Effect = 0.02
     min_effect_llm: Effect = 0.05
+    min_effect_missing: Annotated[float, msgspec.Meta(ge=0, le=math.pi)] = 0.1
     embedding: EmbeddingConfig = EmbeddingConfig()
     quality: QualityConfig = QualityConfig()
     slow_drift: SlowDriftConfig = SlowDriftConfig()

@@ -17,7 +17,11 @@ name                shape       meaning
 
 ``.csv``: a header row, then rows. Numeric columns are features; a column with any non-numeric value is a
 categorical feature; ``prediction`` and ``label`` hold integer classes and ``prob_0 .. prob_{K-1}``
-probabilities. Empty cells read as NaN (numeric) or "" (categorical).
+probabilities. An empty cell in a numeric column is a missing value (NaN), and the column stays numeric; in a
+categorical column it reads as the level "".
+
+Missing numeric values (NaN cells in ``X``, empty CSV cells) are kept: every statistic runs per feature on that
+feature's present values, and the profile records each feature's missing rate.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from detectors import (
     build_categorical_reference,
     build_llm_reference,
     build_reference,
+    cbpe_reference,
     encode_categories,
     fit_calibrator,
     median_bandwidth,
@@ -33,27 +34,33 @@ MAX_EMBEDDING_ROWS = 2000
 def build_profile(table: Table, model: str, version: str, training_run: str | None = None, bins: int = 10,
                   calibration: Literal["temperature", "isotonic"] = "temperature", max_rows: int = 20_000,
                   seed: int = 0) -> Profile:
-    """A profile of everything ``table`` holds (rows with non-finite numeric features are skipped)."""
-    finite = np.isfinite(table.x).all(axis=1)
-    if not finite.any():
-        raise DataError("no row without NaN or infinite numeric values")
+    """A profile of everything ``table`` holds.
+
+    A NaN (or infinite) numeric cell is a missing value of its feature: each feature keeps its own present
+    values and its missing rate (no row is dropped because another feature is missing)."""
     reference = None
     if table.x.shape[1] or table.predictions is not None:
-        predictions = table.predictions[finite] if table.predictions is not None else None
         n_classes = None
         if table.probabilities is not None:
             n_classes = table.probabilities.shape[1]
         labels = [str(i) for i in range(n_classes)] if n_classes else None
-        reference = build_reference(table.x[finite], table.feature_names, predictions=predictions,
+        empty = [name for name, present in zip(table.feature_names, np.isfinite(table.x).any(axis=0), strict=True)
+                 if not present]
+        if empty:
+            raise DataError(f"feature(s) {empty[:5]} have no finite value in the reference")
+        reference = build_reference(table.x, table.feature_names, predictions=table.predictions,
                                     class_labels=labels, bins=bins, max_rows=max_rows, seed=seed)
     categorical = None
     if table.categorical is not None:
-        categorical = build_categorical_reference(table.categorical[finite], table.categorical_names)
+        categorical = build_categorical_reference(table.categorical, table.categorical_names)
     calibrator, reference_accuracy = None, None
     if table.labels is not None and table.predictions is not None:
         reference_accuracy = float(np.mean(table.labels == table.predictions))
+    estimate = None
     if table.labels is not None and table.probabilities is not None:
         calibrator = fit_calibrator(table.probabilities, table.labels, method=calibration)
+        # the reference's own label-free estimate: each window's estimate is compared with it, like with like
+        estimate = cbpe_reference(table.probabilities, calibrator, table.labels)
     embeddings, bandwidth = None, None
     if table.embeddings is not None:
         rng = np.random.default_rng(seed)
@@ -66,7 +73,10 @@ def build_profile(table: Table, model: str, version: str, training_run: str | No
         llm = build_llm_reference(c.output_tokens, c.mean_logprob, c.empty, c.refusal, accepted=c.accepted)
     return Profile(model=model, version=version, reference=reference, categorical=categorical,
                    calibrator=calibrator, reference_accuracy=reference_accuracy, embeddings=embeddings,
-                   embedding_bandwidth=bandwidth, llm=llm, training_run=training_run)
+                   embedding_bandwidth=bandwidth, llm=llm, training_run=training_run,
+                   reference_estimate=None if estimate is None else estimate.accuracy,
+                   reference_estimate_sd=None if estimate is None else estimate.sd,
+                   calibration_ece=None if estimate is None else estimate.ece)
 
 
 def compare(reference: Table, current: Table, detect: DetectConfig, min_samples: int = 30) -> WindowResult:

@@ -95,10 +95,12 @@ def test_baseline_writes_a_loadable_profile(tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "m.profile.npz"
     assert main(["baseline", "--data", str(tmp_path / "train.npz"), "--out", str(out), "--model", "m",
                  "--version", "3", "--training-run", "runs/9"]) == 0
-    assert "(1 non-finite rows skipped)" in capsys.readouterr().out
+    assert "from 500 rows" in (printed := capsys.readouterr().out) and "missing values (up to 0.2% in b)" in printed
     profile = load_profile(out)
     assert (profile.model, profile.version, profile.training_run) == ("m", "3", "runs/9")
-    assert profile.feature_names == ("a", "b", "c") and profile.reference.sorted_values.shape == (499, 3)
+    # a missing cell costs only itself: no row is dropped, and the profile keeps each feature's missing rate
+    assert profile.feature_names == ("a", "b", "c") and profile.reference.sorted_values.shape == (500, 3)
+    assert profile.reference.missing_counts.tolist() == [0, 1, 0]
     np.testing.assert_allclose(profile.reference.class_priors, [0.25] * 4, atol=0.01)
 
 
@@ -143,8 +145,8 @@ def test_every_detector_the_files_have_data_for(tmp_path: Path, capsys: pytest.C
     code, out = run_json(capsys, "drift", "--reference", str(tmp_path / "ref.npz"), "--current",
                          str(tmp_path / "same.npz"), "--json")
     ran = {f["detector"]: f["drifted"] for f in out["findings"]}  # type: ignore[union-attr]
-    assert ran == {"feature_drift": False, "prediction_drift": False, "embedding_drift": False,
-                   "estimated_quality": False, "labelled_quality": False}
+    assert ran == {"feature_drift": False, "missing_values": False, "prediction_drift": False,
+                   "embedding_drift": False, "estimated_quality": False, "labelled_quality": False}
     assert code == 0
     code, out = run_json(capsys, "drift", "--reference", str(tmp_path / "ref.npz"), "--current",
                          str(tmp_path / "moved.npz"), "--json")

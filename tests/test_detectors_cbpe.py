@@ -8,7 +8,7 @@ from scipy import special
 from sklearn.metrics import f1_score
 
 from detectors.calibration import fit_calibrator
-from detectors.cbpe import cbpe, expected_macro_f1
+from detectors.cbpe import CBPEResult, cbpe, expected_macro_f1
 from detectors.errors import StatisticsError
 
 
@@ -90,8 +90,13 @@ def test_drift_decision_effect_and_samples() -> None:
     assert res.drifted and res.accuracy_ci[1] < 0.95
     # A small drop stays quiet: the upper bound is not below reference - min_effect.
     assert not cbpe(np.tile([0.955, 0.03, 0.015], (200, 1)), None, reference_accuracy=0.97).drifted
-    few = cbpe(unsure[:10], None, reference_accuracy=0.97)
+    few = cbpe(unsure[:10], None, reference_accuracy=0.97, min_samples=30)  # min_samples: an extra floor
     assert few.insufficient and not few.drifted and few.n == 10
+    # Like with like: against the reference's own estimate 0.97 +- 0.05 per row, 10 rows at 0.6 are a drop.
+    small = cbpe(unsure[:10], None, reference_accuracy=0.97, reference_estimate=0.97, reference_spread=0.05)
+    assert small.drifted and not small.insufficient and small.p_value < 1e-100
+    # One row spread 0.5 around 0.5: even an estimate of 0 is 1 sd away, p = 0.16 > alpha: insufficient.
+    assert cbpe(unsure[:1], None, 0.5, reference_estimate=0.5, reference_spread=0.5).insufficient
 
 
 def test_bootstrap_is_seeded() -> None:
@@ -157,3 +162,46 @@ def test_cbpe_tracks_the_demo_cnn() -> None:
     # undrifted data) sees only part of the fall; it still falls clearly and flags the window.
     true_drop, est_drop = clean[:, 0].mean() - invert[:, 0].mean(), clean[:, 1].mean() - invert[:, 1].mean()
     assert true_drop > 0.5 and est_drop > 0.08 and invert[:, 3].all()
+
+
+def _probe_table(sharpen: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The hostile probe's data: 5,000 rows, a 3-class softmax of the features, labels with 10% noise.
+
+    ``sharpen`` multiplies the logits: 3 makes the probabilities badly over-confident."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5000, 4))
+    logits = x @ rng.normal(size=(4, 3)) * sharpen
+    probs = special.softmax(logits, axis=1)
+    pred = probs.argmax(axis=1)
+    labels = np.where(rng.random(5000) < 0.1, rng.integers(0, 3, 5000), pred)
+    return x, probs, pred, labels
+
+
+@pytest.mark.parametrize("sharpen", [1.0, 3.0])
+def test_identical_data_gives_no_estimated_quality_finding(sharpen: float) -> None:
+    # hostile probe item 4: `inferwatch drift --reference train.npz --current train.npz` fired estimated_quality
+    from monitor.datafiles import Table
+    from monitor.offline import build_profile
+
+    x, probs, pred, labels = _probe_table(sharpen)
+    table = Table(x=x, feature_names=("a", "b", "c", "d"), predictions=pred, probabilities=probs, labels=labels)
+    profile = build_profile(table, "m", "1")
+    assert profile.reference_estimate is not None and profile.reference_estimate_sd is not None
+    assert profile.calibration_ece is not None and "ECE" in profile.describe()
+    assert profile.reference_accuracy is not None
+
+    def estimate(window: np.ndarray, like_with_like: bool = True) -> CBPEResult:
+        extra = ({"reference_estimate": profile.reference_estimate, "reference_spread": profile.reference_estimate_sd}
+                 if like_with_like else {})
+        return cbpe(window, profile.calibrator, profile.reference_accuracy, **extra)  # type: ignore[arg-type]
+
+    whole = estimate(probs)
+    assert not whole.drifted and not whole.insufficient
+    assert whole.expected_accuracy == pytest.approx(profile.reference_estimate, abs=1e-12)
+    chunks = [estimate(probs[i : i + 500]) for i in range(0, 5000, 500)]
+    assert not any(c.drifted for c in chunks)
+    # the old comparison (estimate vs the measured 0.93) is what fired: it still does, which is why it is replaced
+    assert estimate(probs, like_with_like=False).drifted
+    # ... and the like-for-like test still finds a real drop: the least confident quarter of the rows
+    unsure = probs[np.argsort(probs.max(axis=1))[:500]]
+    assert estimate(unsure).drifted

@@ -87,7 +87,7 @@ def test_build_reference_subsample_is_seeded() -> None:
 
 def test_build_reference_errors_name_the_problem() -> None:
     x = np.zeros((10, 3))
-    x[4, 2] = np.nan
+    x[:, 2] = np.nan  # a missing cell is kept as missing; a feature with no present value is an error
     with pytest.raises(StatisticsError, match="'gamma'"):
         build_reference(x, ["alpha", "beta", "gamma"])
     with pytest.raises(StatisticsError, match="3 features but 2 feature names"):
@@ -133,25 +133,29 @@ def test_effect_size_floor_suppresses_tiny_significant_shift(reference: Referenc
     assert loose.drifted_features == ("f2",)
 
 
-def test_non_finite_rows_are_excluded_and_counted(reference: ReferenceSample) -> None:
+def test_non_finite_cells_are_missing_values_of_their_feature_only(reference: ReferenceSample) -> None:
     window = _window(500, 9)
     dirty = window.copy()
     dirty[[3, 50, 51, 400], [0, 7, 2, 5]] = [np.nan, np.inf, -np.inf, np.nan]
     result = feature_drift(reference, dirty)
-    clean = feature_drift(reference, np.delete(window, [3, 50, 51, 400], axis=0))
-    assert (result.excluded_rows, result.n_current) == (4, 496)
-    assert result.features == clean.features
-    assert all(math.isfinite(f.ks_statistic) for f in result.features)
+    assert (result.excluded_rows, result.n_current) == (0, 500)  # no row is dropped
+    for j, f in enumerate(result.features):
+        present = dirty[np.isfinite(dirty[:, j]), j]
+        assert f.n_current == present.size == (499 if j in (0, 7, 2, 5) else 500)
+        expected = stats.ks_2samp(reference.sorted_values[:, j], present)
+        assert f.ks_statistic == expected.statistic
+        assert f.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-12)
 
 
-def test_insufficient_window(reference: ReferenceSample) -> None:
+def test_min_samples_is_an_extra_floor_per_feature(reference: ReferenceSample) -> None:
     window = _window(100, 3, shift_sd={0: 5.0})
-    window[:75, 1] = np.nan  # 25 usable rows < 30
-    result = feature_drift(reference, window)
-    assert result.insufficient and not result.drifted and result.drifted_features == ()
-    assert (result.excluded_rows, result.n_current) == (75, 25)
-    assert math.isnan(result.features[0].ks_statistic)
-    assert not feature_drift(reference, window, min_samples=20).insufficient
+    window[:75, 1] = np.nan  # 25 present values in f1
+    result = feature_drift(reference, window, min_samples=30)
+    assert not result.insufficient and result.drifted_features == ("f0",)
+    assert result.features[1].n_current == 25 and math.isnan(result.features[1].p_adjusted)
+    assert math.isfinite(result.features[1].ks_statistic)  # still measured, just not in the family
+    none = feature_drift(reference, window, min_samples=200)
+    assert none.insufficient and not none.drifted and "min_samples" in none.reason
 
 
 def test_feature_count_mismatch_names_both_counts(reference: ReferenceSample) -> None:

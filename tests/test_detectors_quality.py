@@ -173,8 +173,13 @@ def test_quality_needs_significance_effect_and_samples() -> None:
     assert not labelled_quality(y, ok, 5, reference_accuracy=0.90).drifted
     bad = np.where(np.arange(1000) < 850, y, (y + 1) % 5)
     assert labelled_quality(y, bad, 5, reference_accuracy=0.90).drifted
+    # 20 labels at accuracy 0.2 against 0.9 are decisive (p ~ 3e-13): tested, not "insufficient".
     few = labelled_quality(y[:20], np.zeros(20, int), 5, reference_accuracy=0.90)
-    assert few.insufficient and not few.drifted and few.p_value < 1e-6
+    assert few.drifted and not few.insufficient and few.p_value < 1e-6
+    floored = labelled_quality(y[:20], np.zeros(20, int), 5, reference_accuracy=0.90, min_samples=30)
+    assert floored.insufficient and not floored.drifted  # min_samples stays an optional extra floor
+    # 1 label against 0.9: even a wrong one has p = 0.1 > alpha, so no outcome could be significant.
+    assert labelled_quality(y[:1], (y[:1] + 1) % 5, 5, reference_accuracy=0.90).insufficient
 
 
 def test_quality_rejects_bad_input() -> None:

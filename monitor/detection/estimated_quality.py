@@ -36,9 +36,12 @@ class EstimatedQuality(DetectorBase):
         p, cfg = self._model.profile, self._model.detect
         if probs is None or p.calibrator is None or p.reference_accuracy is None:
             return None
-        # seeded by the window id: a replayed window gets the same bootstrap interval
+        # Like with like: the window's estimate against the reference's own label-free estimate and its spread
+        # (profiles from before they were stored fall back to the measured reference accuracy). Seeded by the
+        # window id: a replayed window gets the same bootstrap interval.
         return cbpe(probs, p.calibrator, p.reference_accuracy, alpha=cfg.alpha, min_effect=cfg.min_effect_quality,
-                    min_samples=self._model.window.min_samples, seed=zlib.crc32(inputs.window.window_id.encode()))
+                    reference_estimate=p.reference_estimate, reference_spread=p.reference_estimate_sd,
+                    seed=zlib.crc32(inputs.window.window_id.encode()))
 
     @staticmethod
     def finding(result: CBPEResult) -> Finding:

@@ -43,14 +43,14 @@ class FeatureDrift(DetectorBase):
         assert p.reference is not None  # build() checked
         return window_drift(p.reference, inputs.window.features, categorical=p.categorical,
                             codes=inputs.window.columns.get("codes"), alpha=cfg.alpha, correction=cfg.correction,
-                            min_effect=cfg.min_effect, min_effect_categorical=cfg.min_effect_categorical,
-                            min_samples=self._model.window.min_samples)
+                            min_effect=cfg.min_effect, min_effect_categorical=cfg.min_effect_categorical)
 
     @staticmethod
     def finding(result: WindowDriftResult) -> Finding:
         numeric = result.numeric
         if numeric.insufficient:
-            text = f"insufficient data ({numeric.n_current} usable rows)"
+            text = f"insufficient data: {numeric.reason}" if numeric.reason else \
+                f"insufficient data ({numeric.n_current} rows)"
         elif result.drifted:
             parts = [f"{f.name} (KS={f.ks_statistic:.3f}, p={f.p_adjusted:.2g}, W={f.wasserstein:.2f}sd)"
                      for f in numeric.features if f.drifted]

@@ -30,13 +30,13 @@ class LabelledQuality(DetectorBase):
         labels, reference_accuracy = inputs.feedback, self._model.profile.reference_accuracy
         min_samples = self._model.window.min_samples
         if len(labels.y_true) < min_samples or reference_accuracy is None:
-            return None  # the labels wait for the next window
+            return None  # too few joined labels yet: they are pooled with the next window's
         y_true, y_pred = np.array(labels.y_true), np.array(labels.y_pred)
         labels.y_true.clear()
         labels.y_pred.clear()
         cfg = self._model.detect
         return labelled_quality(y_true, y_pred, self._model.n_classes, reference_accuracy, alpha=cfg.alpha,
-                                min_effect=cfg.min_effect_quality, min_samples=min_samples)
+                                min_effect=cfg.min_effect_quality)
 
     @staticmethod
     def finding(result: QualityResult) -> Finding:

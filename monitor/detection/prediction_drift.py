@@ -31,8 +31,7 @@ class PredictionDrift(DetectorBase):
         reference, cfg = self._model.profile.reference, self._model.detect
         if not predictions.size or reference is None:
             return None
-        return prediction_drift(reference, predictions, alpha=cfg.alpha, min_effect=cfg.min_effect_classes,
-                                min_samples=self._model.window.min_samples)
+        return prediction_drift(reference, predictions, alpha=cfg.alpha, min_effect=cfg.min_effect_classes)
 
     @staticmethod
     def finding(result: PredictionDriftResult) -> Finding:

@@ -15,11 +15,13 @@ from monitor.detection.labelled_quality import LabelledQuality
 from monitor.detection.latency import Latency
 from monitor.detection.latency_slo import LatencySLO
 from monitor.detection.llm_quality import LLMQuality
+from monitor.detection.missing_values import MissingValues
 from monitor.detection.prediction_drift import PredictionDrift
 from monitor.detection.slow_drift import SlowDrift
 
 REGISTRY: tuple[DetectorClass, ...] = (
     FeatureDrift,
+    MissingValues,
     PredictionDrift,
     EmbeddingDrift,
     EstimatedQuality,
