@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-
 from monitor import __version__
 from monitor.errors import InferwatchError
 
