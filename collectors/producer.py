@@ -24,6 +24,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collectors.spool import Spool, SpoolError, SpoolRecord
+from monitor.config import SidecarConfig, default_of
 from monitor.events import BATCH_SCHEMA, INFERENCE_SCHEMA, Event, encode_event, join_batch
 from monitor.transport import Producer
 from monitor.transport.base import DoneCallback
@@ -196,7 +197,8 @@ class EventProducer:
     """
 
     def __init__(self, producer: Producer, topic: str, registry: CollectorRegistry | None = None,
-                 capacity: int = 100_000, batch_events: int = 500, batch_bytes: int = 900_000,
+                 capacity: int = default_of(SidecarConfig, "queue_capacity"), batch_events: int = 500,
+                 batch_bytes: int = 900_000,
                  linger_s: float = 0.02, source: str | None = None,
                  clock: Callable[[], float] = time.monotonic, spool: Spool | None = None,
                  ack_timeout_s: float = 10.0) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from monitor.config import SidecarConfig, default_of
 from monitor.errors import InferwatchError
 
 __all__ = ["FsyncPolicy", "Spool", "SpoolError", "SpoolRecord"]
@@ -158,7 +159,8 @@ class Spool:
     >>> spool.close()
     """
 
-    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 1 << 30, segment_bytes: int = 16 << 20,
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = default_of(SidecarConfig, "spool_max_bytes"),
+                 segment_bytes: int = 16 << 20,
                  fsync: FsyncPolicy = "segment") -> None:
         for name, value in (("max_bytes", max_bytes), ("segment_bytes", segment_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

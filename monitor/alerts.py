@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-import msgspec
-
-from monitor.config import AlertsConfig, WebhookConfig
+from monitor.config import AlertsConfig, WebhookConfig, default_of
 from monitor.errors import ConfigError
 from monitor.metrics import DaemonMetrics
 
@@ -157,7 +155,7 @@ class MemoryChannel:
 
 def _default(field: str) -> Any:
     """A WebhookConfig default: declared once, in :mod:`monitor.config`."""
-    return next(f.default for f in msgspec.structs.fields(WebhookConfig) if f.name == field)
+    return default_of(WebhookConfig, field)
 
 
 class WebhookChannel:

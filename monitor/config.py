@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -279,6 +279,21 @@ class Config(_Strict, frozen=True):
     server: ServerConfig = ServerConfig()
     sidecar: SidecarConfig | None = None  # read by `inferwatch sidecar` (load_sidecar_config), not the daemon
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def default_of(section: type[msgspec.Struct], field: str) -> Any:
+    """The default of ``section.field``, for a constructor that must agree with the config: each default is
+    declared once, here.
+
+    >>> default_of(SidecarConfig, "queue_capacity")
+    100000
+    """
+    for f in msgspec.structs.fields(section):
+        if f.name == field:
+            if f.default is msgspec.NODEFAULT:
+                raise KeyError(f"{section.__name__}.{field} has no default")
+            return f.default
+    raise KeyError(f"{section.__name__} has no field {field!r}")
 
 
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
