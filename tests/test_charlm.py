@@ -29,6 +29,7 @@ from monitor.demo.charlm import (
 from monitor.demo.llm_server import LLMServer, serve
 from monitor.demo.shakespeare import ARCHIVE, corpus, fetch
 from monitor.errors import DataError
+from tests.support import DEADLINE_S
 
 TEXT = """FIRST CITIZEN.
 Before we proceed any further, hear me speak.
@@ -229,7 +230,7 @@ def test_streamed_tokens_reach_the_client_one_by_one_before_the_next_is_computed
 
     class Gated(GPT):  # each forward pass (one token) waits for the test to allow it
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            if not permits.acquire(timeout=20):
+            if not permits.acquire(timeout=DEADLINE_S):
                 raise RuntimeError("the test never allowed this forward pass")
             return super().forward(idx)
 

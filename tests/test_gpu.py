@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from collectors.gpu import GpuSampler
 from monitor.events import GpuStats
+from tests.support import wait_until
 
 PER_GPU = ("inferwatch_gpu_utilization_ratio", "inferwatch_gpu_memory_used_bytes", "inferwatch_gpu_memory_total_bytes",
            "inferwatch_gpu_power_watts", "inferwatch_gpu_temperature_celsius")
@@ -183,16 +184,20 @@ def test_no_driver_or_no_device_is_unavailable(nvml: FakeNvml, reason: str) -> N
 
 def test_background_thread_samples_at_the_interval_until_closed() -> None:
     nvml = FakeNvml([dict(H100)])
-    sampler = GpuSampler(CollectorRegistry(), interval_s=0.02, nvml=nvml)
+    interval_s = 0.02
+    sampler = GpuSampler(CollectorRegistry(), interval_s=interval_s, nvml=nvml)
+    started = time.monotonic()
     sampler.start()  # one sample at once, then one per interval
-    time.sleep(0.25)
+    wait_until(lambda: nvml.calls.count("util_percent") >= 5, "five samples from the background thread")
     sampler.close()
+    elapsed = time.monotonic() - started
     taken = nvml.calls.count("util_percent")
-    assert 5 <= taken <= 16
-    time.sleep(0.1)
-    assert nvml.calls.count("util_percent") == taken  # stopped
+    # It never samples faster than the interval: after the first, the k-th sample waits k intervals. A lower bound
+    # on the time taken, so it holds however slow the machine is (a busy loop would take thousands of samples).
+    assert elapsed >= (taken - 1) * interval_s
+    assert not any(t.name == "inferwatch-gpu-sampler" for t in threading.enumerate())  # stopped
+    assert nvml.calls.count("util_percent") == taken
     assert not nvml.initialised and sampler.latest(0) is None
-    assert not any(t.name == "inferwatch-gpu-sampler" for t in threading.enumerate())
 
 
 def test_run_can_be_bounded_for_tests() -> None:

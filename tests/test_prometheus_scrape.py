@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from monitor.config import load_config_text
 from monitor.daemon import run_daemon
 from monitor.events import encode_batch
-from tests.support import events, free_port, write_profile
+from tests.support import DEADLINE_S, events, free_port, wait_until, write_profile
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.slow,
@@ -49,22 +48,16 @@ server: {{port: {port}}}
     thread.start()
     yield port
     stop.set()
-    thread.join(15)
+    thread.join(DEADLINE_S)
 
 
 def test_prometheus_scrapes_the_daemon(tmp_path: Path, daemon_port: int) -> None:
     body = encode_batch(events(600, np.random.default_rng(9)))
     request = urllib.request.Request(f"http://127.0.0.1:{daemon_port}/v1/events", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            assert urllib.request.urlopen(request, timeout=5).status == 202
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{daemon_port}/readyz", timeout=5).status == 200,
+               "the daemon's /readyz")
+    assert urllib.request.urlopen(request, timeout=DEADLINE_S).status == 202
     prom_port = free_port()
     (tmp_path / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
@@ -76,18 +69,13 @@ scrape_configs:
         [str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        windows: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            try:
-                windows = query(prom_port, 'inferwatch_windows_closed_total{model="tabular",version="7"}')
-            except OSError:
-                windows = []
-            if windows:
-                break
-            time.sleep(0.5)
-        assert windows, "Prometheus never scraped the windows counter"
-        assert float(windows[0]["value"][1]) == 2  # type: ignore[index]
+        def windows_closed() -> float:
+            found = query(prom_port, 'inferwatch_windows_closed_total{model="tabular",version="7"}')
+            return sum(float(w["value"][1]) for w in found)  # type: ignore[index]
+
+        # Prometheus may first scrape while the second window is still being evaluated: wait for both
+        wait_until(lambda: windows_closed() >= 2, "Prometheus to scrape both closed windows", interval_s=0.5)
+        assert windows_closed() == 2
         up = query(prom_port, 'up{job="inferwatch"}')
         assert float(up[0]["value"][1]) == 1  # type: ignore[index]
         consumed = query(prom_port, "sum(inferwatch_events_consumed_total)")

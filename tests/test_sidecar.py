@@ -20,6 +20,7 @@ from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
 from collectors.sidecar.http import ChunkedDecoder, HttpError
 from monitor.events import InferenceEvent, decode_record
 from monitor.transport import MemoryBus
+from tests.support import DEADLINE_S, wait_until
 
 ERROR_BODY = b'{"error": "overloaded", "retry": true}\n'
 PROBS = [0.1, 0.7, 0.2]
@@ -39,7 +40,8 @@ class Upstream:
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        self.started.wait(5)
+        if not self.started.wait(DEADLINE_S):
+            raise RuntimeError("the upstream did not start")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -166,19 +168,40 @@ class Stack:
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
-    def events(self) -> list[InferenceEvent]:
-        self.producer.flush(5)
+    def events(self, n: int) -> list[InferenceEvent]:
+        """The captured events once ``n`` of them reached the bus (and any others already sent by then)."""
         consumer = self.bus.consumer(["events"], f"reader-{time.monotonic_ns()}")
-        out = [e for m in consumer.poll(0.5) for e in decode_record(m.value)]
-        return [e for e in out if isinstance(e, InferenceEvent)]
+        out: list[InferenceEvent] = []
+
+        def read(timeout_s: float) -> int:
+            out.extend(e for m in consumer.poll(timeout_s) for e in decode_record(m.value)
+                       if isinstance(e, InferenceEvent))
+            return len(out)
+
+        wait_until(lambda: read(0.05) >= n, f"{n} captured events on the bus")
+        assert self.producer.flush(DEADLINE_S)
+        while len(out) < read(0):  # anything sent beyond the n (a test then sees too many)
+            pass
+        consumer.close()
+        return out
+
+    def nothing_captured(self) -> bool:
+        """True when no event reached the bus: call once the request's skip was counted (a positive condition),
+        so that there is nothing left on its way."""
+        assert self.producer.flush(DEADLINE_S)
+        consumer = self.bus.consumer(["events"], f"reader-{time.monotonic_ns()}")
+        try:
+            return consumer.poll(0) == []
+        finally:
+            consumer.close()
 
 
 def start_stack(server: Upstream | None = None, **overrides: object) -> tuple[Stack, threading.Event, threading.Thread]:
     upstream = server or Upstream()
     config = SidecarConfig(**{"upstream": f"http://127.0.0.1:{upstream.port}", "listen_host": "127.0.0.1",
                               "listen_port": 0, "admin_host": "127.0.0.1", "admin_port": 0,
-                              "models": {"resnet": ModelRef("cnn", "7")}, "response_timeout_s": 1.0,
-                              "connect_timeout_s": 1.0, **overrides})  # type: ignore[arg-type]
+                              "models": {"resnet": ModelRef("cnn", "7")}, "response_timeout_s": DEADLINE_S,
+                              "connect_timeout_s": DEADLINE_S, **overrides})  # type: ignore[arg-type]
     registry, bus = CollectorRegistry(), MemoryBus()
     producer = EventProducer(bus.producer(), "events", registry=registry, linger_s=0.005)
     stop, started = threading.Event(), threading.Event()
@@ -191,7 +214,7 @@ def start_stack(server: Upstream | None = None, **overrides: object) -> tuple[St
     thread = threading.Thread(target=run_sidecar, args=(config, producer, registry, stop),
                               kwargs={"on_started": on_started}, daemon=True)
     thread.start()
-    if not started.wait(5):
+    if not started.wait(DEADLINE_S):
         raise RuntimeError("the sidecar did not start")
     return Stack(upstream, holder[0], registry, producer, bus), stop, thread
 
@@ -201,14 +224,14 @@ def stack() -> Iterator[Stack]:
     s, stop, thread = start_stack()
     yield s
     stop.set()
-    thread.join(10)
-    s.producer.close(5)
+    thread.join(DEADLINE_S)
+    s.producer.close(DEADLINE_S)
     s.upstream.close()
 
 
 def call(port: int, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
          conn: http.client.HTTPConnection | None = None) -> tuple[int, dict[str, str], bytes]:
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     conn.request(method, path, body=data, headers={"content-type": "application/json", **(headers or {})})
     response = conn.getresponse()
@@ -222,10 +245,12 @@ def oip(batch: int = 2) -> dict[str, object]:
 
 def test_oip_infer_is_captured_per_sample_and_passed_through_byte_for_byte(stack: Stack) -> None:
     direct = call(stack.upstream.port, "POST", "/v2/models/resnet/infer", oip())
+    started = time.monotonic()
     status, headers, body = call(stack.port, "POST", "/v2/models/resnet/infer", oip(), {"x-request-id": "req-1"})
     assert (status, body) == (direct[0], direct[2])
     assert headers["x-request-id"] == "req-1"
-    events = sorted(stack.events(), key=lambda e: e.request_id)
+    events = sorted(stack.events(2), key=lambda e: e.request_id)
+    seen_after = time.monotonic() - started  # the proxy timed the exchange within this span
     assert [e.request_id for e in events] == ["req-1:0", "req-1:1"]
     first = events[0]
     assert (first.model, first.version, first.task, first.batch_size) == ("cnn", "7", "classification", 2)
@@ -233,7 +258,8 @@ def test_oip_infer_is_captured_per_sample_and_passed_through_byte_for_byte(stack
                                             "pixels.max": 3.0})
     assert events[1].features["pixels.mean"] == pytest.approx(2.5)
     assert first.prediction == 1 and first.probabilities == pytest.approx(PROBS)
-    assert first.latency is not None and 0 < first.latency.total_s < 1
+    # the proxy's own measure of the exchange, in seconds: inside the span the test saw from outside it
+    assert first.latency is not None and 0 < first.latency.total_s <= seen_after
     assert stack.metric("inferwatch_sidecar_captured_events_total", route="oip") == 2
     assert stack.metric("inferwatch_sidecar_requests_total", route="oip", status="2xx") == 1
 
@@ -243,7 +269,7 @@ def test_request_id_is_created_when_missing_and_sent_upstream(stack: Stack) -> N
     assert status == 200
     made = headers["x-request-id"]
     assert len(made) == 32 and stack.upstream.seen_request_ids[-1] == made
-    (event,) = stack.events()
+    (event,) = stack.events(1)
     assert event.request_id == made and (event.model, event.version) == ("other", "3")  # version from response
 
 
@@ -251,7 +277,7 @@ def test_completions_and_chat_give_generation_events(stack: Stack) -> None:
     call(stack.port, "POST", "/v1/completions", {"model": "llama", "prompt": "Say something"}, {"x-request-id": "c"})
     call(stack.port, "POST", "/v1/chat/completions",
          {"model": "llama", "messages": [{"role": "user", "content": "Hi"}]}, {"x-request-id": "h"})
-    events = {e.request_id: e for e in stack.events()}
+    events = {e.request_id: e for e in stack.events(2)}
     for rid in ("c", "h"):
         g = events[rid].generation
         assert g is not None and events[rid].task == "generation"
@@ -274,7 +300,7 @@ def read_chunk(sock: socket.socket, buffer: bytearray) -> bytes:
 
 def test_stream_reaches_the_client_chunk_by_chunk(stack: Stack) -> None:
     body = json.dumps({"model": "llama", "prompt": "x", "stream": True, "gated": True}).encode()
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=DEADLINE_S) as sock:
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: t\r\nx-request-id: s1\r\ncontent-length: %d\r\n\r\n%s"
                      % (len(body), body))
         buffer = bytearray()
@@ -283,9 +309,12 @@ def test_stream_reaches_the_client_chunk_by_chunk(stack: Stack) -> None:
         assert not stack.upstream.gate.is_set()
         stack.upstream.release()
         while b"0\r\n\r\n" not in buffer:
-            buffer += sock.recv(65536)
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed before the end of the stream")
+            buffer += data
     assert b"data: [DONE]" in buffer
-    (event,) = stack.events()
+    (event,) = stack.events(1)
     assert event.generation is not None and event.latency is not None
     assert event.generation.output_tokens == 4 and event.generation.output_chars == len("".join(TOKENS))
     assert event.attributes == {"usage": "estimated"}  # counted from the stream's events
@@ -295,7 +324,7 @@ def test_stream_reaches_the_client_chunk_by_chunk(stack: Stack) -> None:
 
 
 def test_stream_with_usage_and_chat_deltas(stack: Stack) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=DEADLINE_S)
     status, headers, body = call(stack.port, "POST", "/v1/chat/completions",
                                  {"model": "llama", "stream": True, "stream_options": {"include_usage": True},
                                   "messages": [{"role": "user", "content": "Hi"}]}, {"x-request-id": "u"}, conn)
@@ -304,7 +333,7 @@ def test_stream_with_usage_and_chat_deltas(stack: Stack) -> None:
                    "messages": [{"role": "user", "content": "Hi"}]})
     assert status == 200 and headers["content-type"] == "text/event-stream" and body == direct[2]
     assert call(stack.port, "GET", "/anything", conn=conn)[0] == 200  # the same connection is kept alive
-    (event,) = [e for e in stack.events() if e.request_id == "u"]
+    (event,) = [e for e in stack.events(1) if e.request_id == "u"]
     assert event.generation is not None and (event.generation.prompt_tokens, event.generation.output_tokens) == (5, 4)
     assert event.attributes == {}
 
@@ -314,8 +343,9 @@ def test_upstream_errors_reach_the_client_unchanged_and_are_not_captured(stack: 
     assert (status, body, headers["x-upstream"]) == (503, ERROR_BODY, "yes")
     status, _, body = call(stack.port, "POST", "/v2/models/strict/infer", b"{not json")
     assert status == 400 and json.loads(body) == {"error": "bad request"}
-    assert stack.events() == []
-    assert stack.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason="upstream_status") == 1
+    wait_until(lambda: stack.metric("inferwatch_sidecar_capture_skipped_total", route="oip",
+                                    reason="upstream_status") == 1, "the 400 counted as not captured")
+    assert stack.nothing_captured()
     assert stack.metric("inferwatch_sidecar_requests_total", route="other", status="5xx") == 1
 
 
@@ -328,10 +358,10 @@ def test_upstream_errors_reach_the_client_unchanged_and_are_not_captured(stack: 
 ])
 def test_malformed_oip_is_proxied_but_not_captured(stack: Stack, body: bytes, reason: str) -> None:
     status, _, _ = call(stack.port, "POST", "/v2/models/resnet/infer", body)
-    stack.producer.flush(5)
-    assert stack.events() == []
-    assert stack.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason=reason) == 1
     assert status == 200
+    wait_until(lambda: stack.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason=reason) == 1,
+               f"the request counted as not captured ({reason})")
+    assert stack.nothing_captured()
 
 
 def test_bodies_over_the_capture_cap_are_proxied_not_captured() -> None:
@@ -340,23 +370,36 @@ def test_bodies_over_the_capture_cap_are_proxied_not_captured() -> None:
         big = oip(64)
         status, _, body = call(s.port, "POST", "/v2/models/resnet/infer", big)
         assert status == 200 and len(json.loads(body)["outputs"][0]["data"]) == 64 * 3
-        assert s.events() == []
-        assert s.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason="too_large") == 1
+        wait_until(lambda: s.metric("inferwatch_sidecar_capture_skipped_total", route="oip", reason="too_large") == 1,
+                   "the request counted as too large to capture")
+        assert s.nothing_captured()
     finally:
         stop.set()
-        thread.join(10)
+        thread.join(DEADLINE_S)
         s.upstream.close()
 
 
-def test_hanging_upstream_gives_504_and_reset_gives_502(stack: Stack) -> None:
-    started = time.monotonic()
-    status, headers, body = call(stack.port, "POST", "/hang", {}, {"x-request-id": "h1"})
-    assert status == 504 and b"timed out" in body and headers["x-request-id"] == "h1"
-    assert 0.9 < time.monotonic() - started < 3
+def test_hanging_upstream_gives_504_after_the_response_timeout() -> None:
+    s, stop, thread = start_stack(response_timeout_s=1.0)
+    try:
+        started = time.monotonic()
+        status, headers, body = call(s.port, "POST", "/hang", {}, {"x-request-id": "h1"})
+        waited = time.monotonic() - started
+        assert status == 504 and b"timed out" in body and headers["x-request-id"] == "h1"
+        assert waited > 0.9  # it waited for the timeout (the client's own timeout bounds the other side)
+        wait_until(lambda: s.metric("inferwatch_sidecar_upstream_errors_total", reason="response_timeout") == 1,
+                   "the response timeout counted")
+    finally:
+        stop.set()
+        thread.join(DEADLINE_S)
+        s.upstream.close()
+
+
+def test_upstream_reset_gives_502_and_the_proxy_goes_on(stack: Stack) -> None:
     status, _, body = call(stack.port, "GET", "/reset")
     assert status == 502 and b"upstream" in body
-    assert stack.metric("inferwatch_sidecar_upstream_errors_total", reason="response_timeout") == 1
-    assert stack.metric("inferwatch_sidecar_upstream_errors_total", reason="reset") == 1
+    wait_until(lambda: stack.metric("inferwatch_sidecar_upstream_errors_total", reason="reset") == 1,
+               "the reset counted")
     assert call(stack.port, "GET", "/still-fine")[0] == 200
 
 
@@ -375,7 +418,7 @@ def test_unreachable_upstream_gives_502_and_not_ready() -> None:
         assert call(admin, "GET", "/healthz")[0] == 200
     finally:
         stop.set()
-        thread.join(10)
+        thread.join(DEADLINE_S)
         upstream.close()
 
 
@@ -383,23 +426,26 @@ def test_admin_port_serves_readiness_and_metrics(stack: Stack) -> None:
     admin = stack.sidecar.admin_address[1]
     assert call(admin, "GET", "/readyz")[0] == 200
     call(stack.port, "POST", "/v2/models/resnet/infer", oip(1))
-    status, headers, body = call(admin, "GET", "/metrics")
+
+    def scraped() -> tuple[int, dict[str, str], bytes] | None:
+        answer = call(admin, "GET", "/metrics")
+        return answer if b'inferwatch_sidecar_requests_total{route="oip",status="2xx"} 1.0' in answer[2] else None
+
+    status, headers, _ = wait_until(scraped, "the proxied request counted on the admin /metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    assert b'inferwatch_sidecar_requests_total{route="oip",status="2xx"} 1.0' in body
     assert call(stack.port, "GET", "/metrics")[2] == b'{"path": "/metrics", "method": "GET"}'  # the model's own
 
 
 def test_client_disconnect_mid_stream_is_counted_and_the_proxy_goes_on(stack: Stack) -> None:
     body = json.dumps({"model": "llama", "prompt": "x", "stream": True, "gated": True}).encode()
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=DEADLINE_S) as sock:
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
         read_chunk(sock, bytearray())
-    deadline = time.monotonic() + 5
-    while stack.metric("inferwatch_sidecar_client_errors_total", reason="disconnect") < 1:
-        assert time.monotonic() < deadline, "the disconnect was not counted"
-        time.sleep(0.02)
+    wait_until(lambda: stack.metric("inferwatch_sidecar_client_errors_total", reason="disconnect") == 1,
+               "the disconnect counted")
     stack.upstream.release()
-    assert stack.metric("inferwatch_sidecar_capture_skipped_total", route="completions", reason="incomplete") == 1
+    wait_until(lambda: stack.metric("inferwatch_sidecar_capture_skipped_total", route="completions",
+                                    reason="incomplete") == 1, "the cut stream counted as not captured")
     assert call(stack.port, "POST", "/v1/completions", {"model": "m", "prompt": "p"})[0] == 200
 
 
@@ -409,7 +455,7 @@ def test_client_disconnect_mid_stream_is_counted_and_the_proxy_goes_on(stack: St
     (b"GET /x HTTP/1.1\r\n" + b"x-long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
 ])
 def test_bad_requests_are_refused_and_counted(stack: Stack, raw: bytes, status: int) -> None:
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=DEADLINE_S) as sock:
         sock.sendall(raw)
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 %d" % status)
@@ -422,13 +468,13 @@ def test_chunked_request_body_and_pipelining_pass_through(stack: Stack) -> None:
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
     one = b"POST /v2/models/resnet/infer HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n" + chunked
     two = b"GET /second HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=DEADLINE_S) as sock:
         sock.sendall(one + two)
         answer = b""
         while data := sock.recv(65536):
             answer += data
     assert answer.count(b"HTTP/1.1 200") == 2 and answer.endswith(b'{"path": "/second", "method": "GET"}')
-    assert len(stack.events()) == 1  # the chunked OIP request was decoded and captured
+    assert len(stack.events(1)) == 1  # the chunked OIP request was decoded and captured
 
 
 def test_chunked_decoder_rejects_garbage() -> None:

@@ -18,10 +18,22 @@ from collectors.timing import DeviceTimer
 from collectors.torch_hooks import ClassifierCollector, hook_metrics
 from monitor.events import InferenceEvent, decode_record
 from monitor.transport import MemoryBus
+from tests.support import DEADLINE_S
 from tests.test_collectors import drain
 
 torch = pytest.importorskip("torch")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
+#: GPU clock cycles of spinning queued before a timed forward: about 2 s on any current GPU. The host has that long
+#: to return from the collector (it takes milliseconds): a generous deadline, not a speed check.
+SPIN_CYCLES = 4_000_000_000
+
+
+def warmed_up(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """``model`` after one forward on ``x``: cuDNN set-up and kernel loading happen now, not in the timed call."""
+    with torch.no_grad():
+        model(x)
+    torch.cuda.synchronize()
+    return model
 
 
 def received(bus: MemoryBus) -> list[InferenceEvent]:
@@ -65,23 +77,23 @@ def test_classifier_on_cpu_sends_no_gpu_time() -> None:
 def test_cuda_forward_is_timed_by_events_without_blocking_the_caller() -> None:
     bus, registry = MemoryBus(), CollectorRegistry()
     producer = EventProducer(bus.producer(), "events")
-    model = digits_cnn().cuda()
+    x = torch.rand(8, 1, 8, 8, device="cuda")
+    model = warmed_up(digits_cnn().cuda(), x)
 
     def slow_model(x: torch.Tensor) -> torch.Tensor:
-        torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU spinning, queued asynchronously
+        torch.cuda._sleep(SPIN_CYCLES)  # ~2 s of GPU spinning, queued asynchronously
         out: torch.Tensor = model(x)
         return out
 
-    x = torch.rand(8, 1, 8, 8, device="cuda")
     collector = ClassifierCollector(slow_model, producer, "cnn", "1", metrics=hook_metrics(registry),
-                                    gpu_timeout_s=10.0)
+                                    gpu_timeout_s=DEADLINE_S)
     collector(x)
     assert not torch.cuda.current_stream().query()  # the collector returned while the GPU still works
-    producer.close()
+    producer.close(DEADLINE_S)
     events = received(bus)
     assert len(events) == 8 and events[0].device == "cuda:0"
     latency = events[0].latency
-    assert latency is not None and latency.gpu_s is not None and latency.gpu_s > 0.01
+    assert latency is not None and latency.gpu_s is not None and latency.gpu_s > 0.2  # the spin is in it
     assert registry.get_sample_value("inferwatch_collector_gpu_timings_total", {"outcome": "resolved"}) == 1
 
 
@@ -89,16 +101,17 @@ def test_cuda_forward_is_timed_by_events_without_blocking_the_caller() -> None:
 def test_unresolved_cuda_timing_is_counted_and_the_event_still_sent() -> None:
     bus, registry = MemoryBus(), CollectorRegistry()
     producer = EventProducer(bus.producer(), "events")
-    model = digits_cnn().cuda()
+    x = torch.rand(2, 1, 8, 8, device="cuda")
+    model = warmed_up(digits_cnn().cuda(), x)
 
     def slow_model(x: torch.Tensor) -> torch.Tensor:
-        torch.cuda._sleep(2_000_000_000)  # ~1 s, far past the deadline
+        torch.cuda._sleep(SPIN_CYCLES)  # ~2 s, far past the deadline of 0 s
         out: torch.Tensor = model(x)
         return out
 
     collector = ClassifierCollector(slow_model, producer, "cnn", "1", metrics=hook_metrics(registry),
                                     gpu_timeout_s=0.0)
-    collector(torch.rand(2, 1, 8, 8, device="cuda"))
+    collector(x)
     producer.close()
     events = received(bus)
     assert len(events) == 2 and events[0].latency is not None and events[0].latency.gpu_s is None
