@@ -334,7 +334,10 @@ class EventProducer:
             if self._direct:
                 times.append(next(iter(self._direct.values())).sent_at + self.ack_timeout_s)
             if self._window:
-                times.append(self._window_sent_at + self.ack_timeout_s)
+                # A window settled already (acknowledged in the sender's own thread, as by an in-process bus, so
+                # its notify came before this wait) is handled now, not after the ack timeout.
+                settled = all(self._window_acked) or self._window_failed
+                times.append(self._clock() if settled else self._window_sent_at + self.ack_timeout_s)
             elif self._spooling:
                 times.append(self._next_try)
         if self._closed:

@@ -211,6 +211,24 @@ def test_a_shutdown_during_an_outage_keeps_events_on_disk_for_the_next_run(tmp_p
     assert list(tmp_path.glob("*.seg")) == []
 
 
+def test_a_replay_acknowledged_at_once_is_not_held_for_the_ack_timeout(tmp_path: Path) -> None:
+    """An in-process bus acknowledges inside ``send``, in the sender's own thread, before the sender waits: the
+    replay must go on at once, not after ``ack_timeout_s``. The clock is frozen and the timeout an hour, so a
+    sender that waited for it would never finish within the deadline."""
+    down = MemoryBus(max_records_per_partition=1)
+    down.consumer(["events"], "reader")
+    sent = events(300, np.random.default_rng(2))
+    first = EventProducer(down.producer(), "events", batch_events=50, spool=Spool(tmp_path), ack_timeout_s=1.0)
+    assert first.submit(Events(sent))
+    first.close(DEADLINE_S)
+    up, registry = MemoryBus(), CollectorRegistry()
+    second = EventProducer(up.producer(), "events", registry=registry, spool=Spool(tmp_path), ack_timeout_s=3600.0,
+                           clock=lambda: 1000.0)
+    wait_until(lambda: sample(registry, "events_replayed_total") == 250, "the spool replayed without an ack wait")
+    second.close(DEADLINE_S)
+    assert sorted(ids_on(up, "events")) == sorted(e.request_id for e in sent[50:])
+
+
 def test_with_a_full_spool_drops_are_counted_as_spool_full(tmp_path: Path) -> None:
     bus = MemoryBus(max_records_per_partition=1)
     bus.consumer(["events"], "reader")
