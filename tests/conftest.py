@@ -87,3 +87,13 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
     """``127.0.0.1:PORT`` of this test run's broker."""
     return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def broker(kafka_broker: KafkaBroker) -> Iterator[KafkaBroker]:
+    """The session broker for a test that stops it (chaos, recovery): started again afterwards, whatever
+    happened, so the tests after it find it up."""
+    try:
+        yield kafka_broker
+    finally:
+        kafka_broker.start()

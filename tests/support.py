@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from detectors import build_reference
 from monitor.events import InferenceEvent, Latency
@@ -74,3 +78,59 @@ def events(n: int, rng: np.random.Generator, shift: float = 0.0, shifted: tuple[
                            task="classification", features=dict(zip(FEATURES, map(float, row), strict=True)),
                            prediction=int(p), latency=Latency(total_s=0.001))
             for i, (row, p) in enumerate(zip(x, predictions, strict=True))]
+
+
+class Daemon:
+    """HTTP client of a daemon running on 127.0.0.1: requests, and its /metrics read as Prometheus would."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE_S)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sample's value on /metrics, 0 when it is not exported (yet)."""
+        text = self.request("GET", "/metrics")[1].decode()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and s.labels == labels:
+                    return float(s.value)
+        return 0.0
+
+    def wait_metric(self, name: str, value: float, **labels: str) -> None:
+        wait_until(lambda: self.metric(name, **labels) >= value, f"{name}{labels} to reach {value}")
+
+
+@contextlib.contextmanager
+def running_daemon(folder: Path, window: str, server: str = "") -> Iterator[Daemon]:
+    """``run_daemon`` on the embedded bus in a thread, watching the :func:`write_profile` model; ``window`` and
+    ``server`` are the YAML flow-mapping bodies of those sections (the port is added). Stops it at the end and
+    fails if it does not stop."""
+    from monitor.config import load_config_text
+    from monitor.daemon import run_daemon
+
+    port = free_port()
+    config = load_config_text(f"""
+models: [{{name: {MODEL}, version: {VERSION}, profile: "{write_profile(folder)}"}}]
+window: {{{window}}}
+server: {{port: {port}{", " + server if server else ""}}}
+""")
+    stop = threading.Event()
+    thread = threading.Thread(target=run_daemon, args=(config, stop), daemon=True)
+    thread.start()
+    d = Daemon(port)
+    try:
+        wait_until(lambda: d.request("GET", "/readyz")[0] == 200, "the daemon to be ready")
+        yield d
+    finally:
+        stop.set()
+        thread.join(DEADLINE_S)
+    assert not thread.is_alive(), f"the daemon did not stop within {DEADLINE_S:.0f} s of the stop signal"

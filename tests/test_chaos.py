@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,15 +112,6 @@ def consume_ids(bootstrap: str, topic: str, expected: int, timeout_s: float = 90
     finally:
         kafka.close()
     return ids
-
-
-@pytest.fixture
-def broker(kafka_broker: KafkaBroker) -> Iterator[KafkaBroker]:
-    """The session broker, started again after the test whatever happened."""
-    try:
-        yield kafka_broker
-    finally:
-        kafka_broker.start()
 
 
 def test_a_30_s_broker_outage_loses_no_event_and_never_blocks_serving(

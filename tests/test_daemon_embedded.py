@@ -14,60 +14,27 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import AlertsConfig, Config, ModelConfig, WebhookConfig, WindowConfig, load_config_text
-from monitor.daemon import run_daemon
+from monitor.config import AlertsConfig, Config, ModelConfig, WebhookConfig, WindowConfig
 from monitor.errors import TransportError
 from monitor.evaluation import WindowResult
 from monitor.events import encode_batch
 from monitor.wiring import build_pipeline
-from tests.support import DEADLINE_S, MODEL, VERSION, events, free_port, wait_until, write_profile
-
-
-class Daemon:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        out = (response.status, response.read())
-        conn.close()
-        return out
-
-    def metric(self, name: str, **labels: str) -> float:
-        _, text = self.request("GET", "/metrics")
-        for family in text_string_to_metric_families(text.decode()):
-            for s in family.samples:
-                if s.name == name and s.labels == labels:
-                    return float(s.value)
-        return 0.0
-
-    def wait_metric(self, name: str, value: float, **labels: str) -> None:
-        wait_until(lambda: self.metric(name, **labels) >= value, f"{name}{labels} to reach {value}")
+from tests.support import (
+    MODEL,
+    VERSION,
+    Daemon,
+    events,
+    running_daemon,
+    wait_until,
+    write_profile,
+)
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    profile = write_profile(tmp_path)
-    port = free_port()
-    config = load_config_text(f"""
-models: [{{name: tabular, version: 7, profile: "{profile}"}}]
-window: {{size: 300}}
-server: {{port: {port}, max_body_bytes: 200000}}
-""")
-    stop = threading.Event()
-    thread = threading.Thread(target=run_daemon, args=(config, stop), daemon=True)
-    thread.start()
-    d = Daemon(port)
-    wait_until(lambda: d.request("GET", "/readyz")[0] == 200, "the daemon to be ready")
-    yield d
-    stop.set()
-    thread.join(DEADLINE_S)
-    assert not thread.is_alive(), f"the daemon did not stop within {DEADLINE_S:.0f} s of the stop signal"
+    with running_daemon(tmp_path, "size: 300", "max_body_bytes: 200000") as d:
+        yield d
 
 
 def test_ingest_windows_and_metrics(daemon: Daemon) -> None:

@@ -8,7 +8,6 @@ talks to a real server on 127.0.0.1; the daemon ones run ``run_daemon`` (or ``in
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import subprocess
@@ -20,73 +19,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import load_config_text
-from monitor.daemon import run_daemon
 from monitor.errors import ProfileError
 from monitor.events import encode_batch, encode_event
 from monitor.profiles import load_profile
 from monitor.server import DaemonServer
 from monitor.transport import MemoryBus
-from tests.support import DEADLINE_S, MODEL, VERSION, events, free_port, wait_until, write_profile
+from tests.support import (
+    DEADLINE_S,
+    MODEL,
+    VERSION,
+    Daemon,
+    events,
+    free_port,
+    running_daemon,
+    wait_until,
+    write_profile,
+)
 
 SIZE = 50  # events in a window
 LABELS = {"model": MODEL, "version": VERSION}
 JSON = {"Content-Type": "application/json"}
 
 
-class Daemon:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE_S)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def metric(self, name: str, **labels: str) -> float:
-        return _sample(self.request("GET", "/metrics")[1], name, labels)
-
-    def wait_metric(self, name: str, value: float, **labels: str) -> None:
-        wait_until(lambda: self.metric(name, **labels) >= value, f"{name}{labels} to reach {value}")
-
-
-def _sample(text: bytes, name: str, labels: dict[str, str]) -> float:
-    for family in text_string_to_metric_families(text.decode()):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return float(s.value)
-    return 0.0
-
-
 def _start(tmp_path: Path, server: str = "") -> Iterator[Daemon]:
-    profile = write_profile(tmp_path)
-    port = free_port()
-    config = load_config_text(f"""
-models: [{{name: {MODEL}, version: {VERSION}, profile: "{profile}"}}]
-window: {{size: {SIZE}, max_seconds: 3600}}
-server: {{port: {port}{server}}}
-""")
-    stop = threading.Event()
-    thread = threading.Thread(target=run_daemon, args=(config, stop), daemon=True)
-    thread.start()
-    d = Daemon(port)
-    wait_until(lambda: d.request("GET", "/readyz")[0] == 200, "the daemon to be ready")
-    yield d
-    stop.set()
-    thread.join(DEADLINE_S)
-    assert not thread.is_alive(), "the daemon did not stop"
+    with running_daemon(tmp_path, f"size: {SIZE}, max_seconds: 3600", server) as d:
+        yield d
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    yield from _start(tmp_path, ", read_timeout_s: 1.0")
+    yield from _start(tmp_path, "read_timeout_s: 1.0")
 
 
 # -- probe items 1-3: answered 202, then the daemon died; now rejected by reason and the stream goes on ---------

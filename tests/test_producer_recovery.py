@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,15 +89,6 @@ def consume_ids(bootstrap: str, topic: str, expected: set[str]) -> set[str]:
     finally:
         kafka.close()
     return ids
-
-
-@pytest.fixture
-def broker(kafka_broker: KafkaBroker) -> Iterator[KafkaBroker]:
-    """The session broker, started again after the test whatever happened."""
-    try:
-        yield kafka_broker
-    finally:
-        kafka_broker.start()
 
 
 def test_an_outage_longer_than_the_delivery_timeout_heals_without_restart_and_loses_nothing(
