@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors._arrays import BoolArray, FloatArray, IntArray, readonly
+from detectors._verdict import PerFeatureVerdict
 from detectors.chi2 import (
     Chi2Rows,
     Chi2Test,
@@ -271,7 +272,7 @@ class CategoricalDrift:
 
 
 @dataclass(frozen=True)
-class CategoricalDriftResult:
+class CategoricalDriftResult(PerFeatureVerdict):
     """Per-feature categorical drift of one window against the reference.
 
     ``test`` is ``"homogeneity"``, or ``"goodness_of_fit"`` for a reference without counts.
@@ -285,15 +286,6 @@ class CategoricalDriftResult:
     insufficient: bool
     test: Chi2Test = "homogeneity"
 
-    @property
-    def drifted(self) -> bool:
-        """True when any categorical feature drifted."""
-        return not self.insufficient and any(f.drifted for f in self.features)
-
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        """Names of the drifted features, in feature order."""
-        return tuple(f.name for f in self.features if f.drifted)
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors._arrays import BoolArray, FloatArray, IntArray, class_indices, readonly
+from detectors._verdict import PerFeatureVerdict
 from detectors.categorical import (
     CategoricalDriftResult,
     CategoricalReference,
@@ -81,13 +82,12 @@ class FeatureDrift:
 
 
 @dataclass(frozen=True)
-class FeatureDriftResult:
+class FeatureDriftResult(PerFeatureVerdict):
     """Per-feature drift of one window against the reference.
 
     ``n_current`` counts the window's rows; each feature is tested on its own present values (their
-    count is :attr:`FeatureDrift.n_current`), so no row is dropped and ``excluded_rows`` is always 0 (kept
-    for callers that read it).  ``insufficient`` says that no outcome of any feature's KS test could have
-    reached significance after correction, and ``reason`` says why (empty otherwise).
+    count is :attr:`FeatureDrift.n_current`), so no row is dropped.  ``insufficient`` says that no outcome of
+    any feature's KS test could have reached significance after correction, and ``reason`` says why (empty otherwise).
     ``smallest_p_value`` holds, per feature, the smallest p-value its test could have given
     (:func:`detectors.ks.ks_smallest_p_value`).
     """
@@ -99,19 +99,9 @@ class FeatureDriftResult:
     correction: str
     min_effect: float
     insufficient: bool
-    excluded_rows: int = 0
     reason: str = ""
     smallest_p_value: tuple[float, ...] = ()
 
-    @property
-    def drifted(self) -> bool:
-        """True when any feature drifted (always False for an insufficient window)."""
-        return not self.insufficient and any(f.drifted for f in self.features)
-
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        """Names of the drifted features, in feature order."""
-        return tuple(f.name for f in self.features if f.drifted)
 
 
 @dataclass(frozen=True)
@@ -255,7 +245,6 @@ def _numeric_result(
         correction=str(correction),
         min_effect=float(min_effect),
         insufficient=p_adjusted is None,
-        excluded_rows=0,
         reason=reason,
         smallest_p_value=tuple(float(v) for v in tests.smallest_p),
     )

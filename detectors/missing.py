@@ -37,6 +37,7 @@ import numpy.typing as npt
 from scipy import special, stats
 
 from detectors._arrays import FloatArray, IntArray
+from detectors._verdict import PerFeatureVerdict
 from detectors.errors import StatisticsError
 from detectors.multiple_testing import Correction, adjust_p_values
 
@@ -63,7 +64,7 @@ class MissingRateFeature:
 
 
 @dataclass(frozen=True)
-class MissingRateResult:
+class MissingRateResult(PerFeatureVerdict):
     """Missing-rate drift of one window against the reference."""
 
     features: tuple[MissingRateFeature, ...]
@@ -75,15 +76,6 @@ class MissingRateResult:
     insufficient: bool
     reason: str = ""
 
-    @property
-    def drifted(self) -> bool:
-        """True when any feature's missing rate changed (never for an insufficient window)."""
-        return not self.insufficient and any(f.drifted for f in self.features)
-
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        """Names of the features whose missing rate changed, in feature order."""
-        return tuple(f.name for f in self.features if f.drifted)
 
 
 def cohens_h(p1: npt.ArrayLike, p2: npt.ArrayLike) -> FloatArray:
