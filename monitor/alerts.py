@@ -58,6 +58,7 @@ class Alert:
 @dataclass
 class _RuleState:
     recent: deque[bool]  # the last `of` verdicts, True = breach
+    seen: deque[str]  # their window ids: a window read again after a rebalance or restart is not counted twice
     clean: int = 0
     firing: Alert | None = None
 
@@ -101,9 +102,11 @@ class AlertRules:
     def observe(self, obs: Observation) -> Alert | None:
         """Update the rule with one window; return an alert when it fires or resolves."""
         fingerprint = hashlib.sha256(f"{obs.model}\0{obs.version}\0{obs.detector}".encode()).hexdigest()[:16]
-        st = self._state.setdefault(fingerprint, _RuleState(recent=deque(maxlen=self.of)))
-        if obs.insufficient:
+        st = self._state.setdefault(fingerprint, _RuleState(recent=deque(maxlen=self.of),
+                                                            seen=deque(maxlen=self.of)))
+        if obs.insufficient or obs.window_id in st.seen:
             return None
+        st.seen.append(obs.window_id)
         st.recent.append(obs.drifted)
         if obs.drifted:
             st.clean = 0

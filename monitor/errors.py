@@ -23,6 +23,12 @@ class TransportError(InferwatchError):
     """The event transport (Kafka or the in-process bus) failed in a way the caller must handle."""
 
 
+class CommitRejected(TransportError):
+    """The group did not accept an offset commit because it is rebalancing (or this member's generation
+    is stale). Nothing is lost: the next poll completes the rebalance and every partition this member owns
+    afterwards is read again from the group's last committed offset."""
+
+
 class EventError(InferwatchError):
     """A record failed validation. ``reason`` is a short, bounded label used in metrics and dead letters;
     ``part`` holds the offending event's JSON when it came inside a batch (the rest of the batch is fine)."""

@@ -35,6 +35,8 @@ class DaemonMetrics:
     alerts_sent: Counter
     alert_delivery_failures: Counter
     commits: Counter
+    commits_rejected: Counter
+    rebalances: Counter
     feedback_pending: Gauge
     feedback_joined: Counter
     feedback_expired: Counter
@@ -76,6 +78,12 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
                                         registry=registry),
         commits=Counter("inferwatch_offset_commits_total", "Offset commits after durable emission.",
                         registry=registry),
+        commits_rejected=Counter("inferwatch_offset_commits_rejected_total",
+                                 "Offset commits the consumer group refused while rebalancing (retried after "
+                                 "the rebalance; nothing is lost).", registry=registry),
+        rebalances=Counter("inferwatch_consumer_rebalances_total",
+                           "Partition reassignments after the first; open windows are dropped and read again "
+                           "from the last commit.", registry=registry),
         feedback_pending=Gauge("inferwatch_feedback_pending", "Inferences and feedback waiting to be joined.",
                                ("kind",), registry=registry),
         feedback_joined=Counter("inferwatch_feedback_joined_total", "Feedback joined to its inference.",

@@ -21,7 +21,7 @@ import msgspec
 from monitor.alerts import Alert, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.detection import REGISTRY, DetectorClass
-from monitor.errors import EventError
+from monitor.errors import CommitRejected, EventError
 from monitor.evaluation import WatchedModel, WindowResult, plain
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
 from monitor.feedback import FeedbackJoin
@@ -80,6 +80,7 @@ class Pipeline:
         self._consumed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, Resume] = {}
         self._resumed: set[TopicPartition] = set()
+        self._assignments = 0
         self._bad = RateLimitedLog(log)
         self._last_commit = clock()
         self.messages = 0
@@ -108,6 +109,8 @@ class Pipeline:
     def step(self, poll_timeout_s: float = 0.2) -> int:
         """One poll: handle its records, close due windows, commit when a window closed or every 5 s."""
         messages = self._consumer.poll(poll_timeout_s)
+        if self._consumer.rebalances != self._assignments:
+            self._reassigned()
         closed = 0
         for message in messages:
             closed += self._handle(message)
@@ -132,10 +135,31 @@ class Pipeline:
         if not safe:
             return
         self._producer.flush()
-        self._consumer.commit({tp: offset for tp, (offset, _) in safe.items()},
-                              {tp: f"skip={skip}" for tp, (_, skip) in safe.items() if skip})
+        try:
+            self._consumer.commit({tp: offset for tp, (offset, _) in safe.items()},
+                                  {tp: f"skip={skip}" for tp, (_, skip) in safe.items() if skip})
+        except CommitRejected as exc:
+            self._metrics.commits_rejected.inc()
+            log.warning("offsets not committed, the group is rebalancing (the next poll settles it and reads "
+                        "from the last commit again): %s", exc)
+            return
         self._committed.update(safe)
         self._metrics.commits.inc()
+
+    def _reassigned(self) -> None:
+        """The consumer was (re)assigned partitions and reads each from its committed offset again: what this
+        pipeline held uncommitted will come back in this poll or later ones, so it is dropped, not doubled."""
+        first = self._assignments == 0
+        self._assignments = self._consumer.rebalances
+        dropped = self._windows.drop_all()
+        self._consumed.clear()
+        self._committed.clear()
+        self._resumed.clear()
+        self._metrics.window_events.set(0)
+        if not first:
+            self._metrics.rebalances.inc()
+            log.warning("consumer group rebalanced: reading every assigned partition from its last commit again "
+                        "(%d uncommitted event(s) in open windows dropped, to be read again)", dropped)
 
     # -- records ---------------------------------------------------------------------------------------
     def _handle(self, message: Message) -> int:

@@ -125,6 +125,13 @@ class Windows:
         """Close every open window now, whatever it holds (shutdown of the embedded bus)."""
         return [self._close(k, reason) for k in list(self._open)]
 
+    def drop_all(self) -> int:
+        """Forget every open window (their events are read again after a rebalance); returns the events dropped.
+        Window ids come from positions, so the replayed windows keep theirs."""
+        dropped = self.open_events
+        self._open.clear()
+        return dropped
+
     def safe_positions(self, consumed: Mapping[TopicPartition, int]) -> dict[TopicPartition, Resume]:
         """Where each partition may be committed: after everything consumed, except where an open window
         still holds events of that partition; then at that window's first event, which may sit inside a

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from monitor.metrics import daemon_metrics
 from monitor.pipeline import Pipeline, WindowResult
 from monitor.profiles import load_profile
 from monitor.transport import KafkaTransport, MemoryBus, Message, Transport, ensure_topics
-from tests.support import MODEL, VERSION, events, write_profile
+from tests.support import MODEL, VERSION, events, wait_until, write_profile
 
 KEY = f"{MODEL}/{VERSION}"
 
@@ -221,3 +223,48 @@ def test_a_bad_event_inside_a_batch_is_dead_lettered_alone(setup: Setup) -> None
     letters = read_all(setup, setup.config.topics.deadletter, 2)
     assert sorted(m.value for m in letters) == sorted([stranger, broken])
     assert registry.get_sample_value("inferwatch_events_consumed_total", {"model": MODEL, "version": VERSION}) == 5
+
+
+def test_a_rebalance_drops_open_windows_and_reads_them_again_without_doubling(setup: Setup) -> None:
+    """Another member joins the group and leaves while window #1 is open: the pipeline's commit may be refused
+    meanwhile and every partition comes back from the last commit, so each window still holds its 400 events
+    once and keeps its id (a pipeline that kept its open window would count 200 events twice)."""
+    partition = 0
+    if setup.kind == "memory":  # two partitions, so that the second member takes one of them
+        setup = Setup(MemoryBus(partitions=2), setup.config, setup.kind)
+        partition = zlib.crc32(KEY.encode()) % 2
+    rng = np.random.default_rng(5)
+    stream = events(1000, rng)
+    producer = setup.transport.producer()
+    topic = setup.config.topics.events
+    for event in stream[:600]:
+        producer.send(topic, encode_event(event), KEY.encode())
+    producer.flush()
+    registry, results = CollectorRegistry(), []
+    pipeline = make_pipeline(setup, registry, MemoryChannel(), results)
+    drive(pipeline, until=600)
+    pipeline.commit()  # window #0 closed and committed; window #1 holds events 400..599, uncommitted
+
+    group = setup.config.kafka.group if setup.config.kafka else "detect"
+    intruder = setup.transport.consumer([topic, setup.config.topics.feedback], group)
+    joined = threading.Event()
+
+    def join() -> None:  # on Kafka a member's join completes only once the others rejoin too
+        while intruder.rebalances == 0:
+            intruder.poll(0.1)
+        joined.set()
+
+    joiner = threading.Thread(target=join, daemon=True)
+    joiner.start()
+    wait_until(lambda: (pipeline.step(0.1), joined.is_set())[1], "the second member joined the group")
+    intruder.close()  # leaves: the pipeline gets every partition back
+    for event in stream[600:]:
+        producer.send(topic, encode_event(event), KEY.encode())
+    producer.flush()
+    wait_until(lambda: (pipeline.step(0.1), len(results) >= 2)[1], "window #1 closed after the rebalances")
+
+    assert [(r.window_id, r.n_events) for r in results] == [(f"{KEY}@{topic}-{partition}:0", 400),
+                                                            (f"{KEY}@{topic}-{partition}:400", 400)]
+    assert registry.get_sample_value("inferwatch_consumer_rebalances_total") >= 2
+    labels = {"model": MODEL, "version": VERSION}
+    assert registry.get_sample_value("inferwatch_windows_closed_total", {**labels, "reason": "full"}) == 2

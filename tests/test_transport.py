@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
-from monitor.errors import TransportError
+from monitor.errors import CommitRejected, TransportError
 from monitor.transport import (
     Consumer,
     KafkaTransport,
@@ -240,9 +240,53 @@ def test_memory_group_members_share_partitions() -> None:
     got_a, got_b = a.poll(0, 1000), b.poll(0, 1000)
     assert {m.partition for m in got_a}.isdisjoint({m.partition for m in got_b})
     assert sorted(m.value for m in got_a + got_b) == sorted(b"%d" % i for i in range(100))
-    b.close()  # a takes over b's partitions from the group's committed offsets (none: the start)
+    assert a.rebalances == b.rebalances == 1
+    a.commit({(m.topic, m.partition): m.offset + 1 for m in got_a})
+    b.close()  # a owns every partition now, each read from the group's committed offset (b's: none, the start)
     assert {m.value for m in a.poll(0, 1000)} == {m.value for m in got_b}
+    assert a.rebalances == 2
     bus.close()
+
+
+def test_memory_commit_is_rejected_while_the_group_rebalances() -> None:
+    bus = MemoryBus(partitions=2)
+    send_all(bus.producer(), "t", [(b"k%d" % i, b"%d" % i) for i in range(10)])
+    a = bus.consumer(["t"], "g")
+    got = a.poll(0, 1000)
+    b = bus.consumer(["t"], "g")  # a's assignment is stale until it polls again
+    with pytest.raises(CommitRejected, match="rebalancing"):
+        a.commit({(m.topic, m.partition): m.offset + 1 for m in got})
+    assert bus.consumer(["t"], "other").committed("t", 0) is None  # nothing was written
+    a.poll(0)
+    assert a.rebalances == 2
+    a.commit({("t", 0): 0})  # settled: accepted
+    b.close()
+    bus.close()
+
+
+def test_a_new_member_makes_the_group_read_again_from_the_last_commit(harness: Harness) -> None:
+    """What the pipeline relies on (Consumer.rebalances): after a rebalance every partition a member owns is
+    read from the committed offset again, including the partitions it kept."""
+    topic, group = harness.new_topic(), _name("g")
+    values = {b"%d" % i for i in range(30)}
+    send_all(harness.transport.producer(), topic, [(b"k%d" % i, v) for i, v in enumerate(sorted(values))])
+    a = harness.transport.consumer([topic], group)
+    assert {m.value for m in drain(a, 30)} == values and a.rebalances >= 1  # nothing committed
+    alone = a.rebalances  # (a Kafka member may be assigned twice as the topic's metadata arrives)
+    b = harness.transport.consumer([topic], group)
+    seen: dict[str, set[bytes]] = {"a": set(), "b": set()}
+
+    def settled() -> bool:
+        for name, member in (("a", a), ("b", b)):
+            before = member.rebalances
+            got = member.poll(0.1)
+            if member.rebalances != before:
+                seen[name].clear()  # what came before this member's last assignment does not count
+            seen[name].update(m.value for m in got)
+        return a.rebalances > alone and b.rebalances >= 1 and seen["a"] | seen["b"] == values
+
+    wait_until(settled, "both members assigned and every record read again from the (empty) commit")
+    assert not seen["a"] & seen["b"]  # the partitions are split, not shared
 
 
 def test_memory_poll_wakes_on_send_and_close() -> None:

@@ -218,3 +218,12 @@ def test_close_delivers_what_is_queued_within_the_grace() -> None:
     finally:
         hook.shutdown()
         hook.server_close()
+
+
+def test_a_window_read_again_after_a_rebalance_counts_once() -> None:
+    rules = AlertRules(AlertsConfig(breaches=2, of=3))
+    first = Observation("m", "1", "feature_drift", 0, "m/1@t-0:0", 0.0, 1.0, drifted=True)
+    assert rules.observe(first) is None
+    assert rules.observe(first) is None  # the same window again: still one breach, so nothing fires
+    fired = rules.observe(Observation("m", "1", "feature_drift", 1, "m/1@t-0:400", 1.0, 2.0, drifted=True))
+    assert fired is not None and fired.status == "firing"

@@ -112,10 +112,20 @@ class Producer(Protocol):
 class Consumer(Protocol):
     """Group member reading the topics it subscribed to; offsets are committed explicitly."""
 
+    @property
+    def rebalances(self) -> int:
+        """How many times this member's partitions were (re)assigned, counting the first assignment.
+
+        Each time, every partition it owns afterwards is read again from the group's committed offset (Kafka's
+        eager protocol does the same), so a reader that sees this number change drops whatever it held
+        uncommitted before handling the records of that poll: they are the first of the new assignment."""
+        ...
+
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         """Return up to ``max_records`` records, waiting up to ``timeout_s`` if none are ready.
 
-        Records are ordered by partition, then offset. Returns ``[]`` on timeout.
+        Records are ordered by partition, then offset. Returns ``[]`` on timeout. A rebalance happens inside
+        ``poll`` (see :attr:`rebalances`).
 
         Raises
         ------
@@ -133,8 +143,10 @@ class Consumer(Protocol):
 
         Raises
         ------
+        CommitRejected
+            The group is rebalancing or this member's generation is stale; poll again (nothing was lost).
         TransportError
-            The commit was not accepted.
+            The commit was not accepted for another reason.
         """
         ...
 

@@ -21,12 +21,20 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.errors import TransportError
+from monitor.errors import CommitRejected, TransportError
 from monitor.transport.base import (
     Consumer,
     DoneCallback,
@@ -262,10 +270,10 @@ class KafkaTransport(Transport):
             for name in names:
                 while client.partitions_for_topic(name) is None and time.monotonic() < deadline:
                     time.sleep(0.05)
-            client.subscribe(list(names))
+            consumer = _KafkaConsumer(client, self)
+            client.subscribe(list(names), listener=_Assignments(consumer))
         except KafkaError as exc:
             raise self._connect_error("consumer", exc) from exc
-        consumer = _KafkaConsumer(client, self)
         self._register(consumer)
         return consumer
 
@@ -478,19 +486,48 @@ class _KafkaProducer(Producer):
             raise TransportError(f"closing the Kafka producer failed: {exc}") from exc
 
 
+class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Counts assignments; kafka-python calls it from inside ``poll`` once the group has settled (the poll
+    then rewinds every owned partition to its committed offset)."""
+
+    def __init__(self, consumer: _KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("Kafka consumer group rebalancing: %d partition(s) revoked", len(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._consumer.assigned += 1
+        log.info("Kafka consumer assigned %d partition(s): %s", len(assigned),
+                 ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(assigned)) or "none")
+
+
+#: What the group coordinator answers a commit from a member that is rebalancing or was left behind.
+_REBALANCING = (RebalanceInProgressError, CommitFailedError, IllegalGenerationError, UnknownMemberIdError)
+
+
 class _KafkaConsumer(Consumer):
     def __init__(self, client: KafkaConsumer, owner: KafkaTransport) -> None:
         self._client = client
         self._owner = owner
         self._closed = False
+        self.assigned = 0  # counted by _Assignments, inside poll()
+
+    @property
+    def rebalances(self) -> int:
+        return self.assigned
 
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         if timeout_s < 0:
             raise ValueError(f"timeout_s must be >= 0, got {timeout_s!r}")
         if self._closed:
             raise TransportError("consumer is closed")
+        assigned = self.assigned
         try:
             batches = self._client.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            if self.assigned != assigned:
+                self._rewind()
+                return []
         except KafkaError as exc:
             raise TransportError(f"poll failed: {exc}") from exc
         out: list[Message] = []
@@ -509,6 +546,18 @@ class _KafkaConsumer(Consumer):
             )
         return out
 
+    def _rewind(self) -> None:
+        """After a rebalance, read every owned partition from the group's committed offset again.
+
+        kafka-python keeps the position of a partition that stays assigned across a rebalance; the records a
+        reader held uncommitted are dropped by it (see ``Consumer.rebalances``), so they must come again."""
+        for tp in self._client.assignment():
+            offset = self._client.committed(tp, timeout_ms=self._owner.request_timeout_ms)
+            if offset is None:
+                self._client.seek_to_beginning(tp)
+            else:
+                self._client.seek(tp, offset)
+
     def commit(self, offsets: Mapping[tuple[str, int], int],
                metadata: Mapping[tuple[str, int], str] | None = None) -> None:
         if self._closed:
@@ -523,6 +572,9 @@ class _KafkaConsumer(Consumer):
             request[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, note, -1)
         try:
             self._client.commit(request, timeout_ms=self._owner.request_timeout_ms)
+        except _REBALANCING as exc:
+            raise CommitRejected(f"commit of {len(request)} partition(s) not accepted while the group "
+                                 f"rebalances: {exc}") from exc
         except KafkaError as exc:
             raise TransportError(
                 f"commit of {len(request)} partition(s) to {self._owner.bootstrap} failed "

@@ -29,7 +29,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 
-from monitor.errors import TransportError
+from monitor.errors import CommitRejected, TransportError
 from monitor.transport.base import (
     Consumer,
     DoneCallback,
@@ -320,7 +320,13 @@ class _MemoryConsumer(Consumer):
         self.topics = topics
         self.group = group
         self._positions: dict[tuple[str, int], int] = {}
+        self._assigned: list[tuple[str, int]] | None = None
+        self._rebalances = 0
         self._closed = False
+
+    @property
+    def rebalances(self) -> int:
+        return self._rebalances
 
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         if timeout_s < 0:
@@ -341,11 +347,16 @@ class _MemoryConsumer(Consumer):
                 bus._cond.wait(remaining)
 
     def _read(self, max_records: int) -> list[Message]:
-        """Lock held: rebalance positions to the current assignment, then read from them."""
+        """Lock held: on a new assignment read every owned partition from its committed offset again (as
+        Kafka's eager rebalance does), then read from the positions."""
         bus = self._bus
         assigned = bus._assignment(self)
+        if assigned != self._assigned:
+            self._assigned = assigned
+            self._rebalances += 1
+            self._positions = {}
         committed = bus._committed[self.group]
-        positions = {tp: self._positions[tp] for tp in assigned if tp in self._positions}
+        positions = dict(self._positions)
         out: list[Message] = []
         for tp in assigned:
             plog = bus._topic(tp[0]).logs[tp[1]]
@@ -366,6 +377,8 @@ class _MemoryConsumer(Consumer):
         bus = self._bus
         with bus._cond:
             self._check_open()
+            if offsets and self._assigned is not None and bus._assignment(self) != self._assigned:
+                raise CommitRejected(f"group {self.group!r} is rebalancing: poll again before committing")
             checked: dict[tuple[str, int], int] = {}
             for (topic, partition), offset in offsets.items():
                 validate_topic(topic)
