@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--window-size", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    demo.add_argument("--alerts-config", metavar="FILE", default=None,
+                      help="a YAML file with an alerts: section (rules, channels: webhook, slack, alertmanager, "
+                           "pagerduty): the demo's alerts go to those channels too")
     demo.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=_demo)
 
@@ -234,15 +237,18 @@ def _demo(args: argparse.Namespace) -> int:
         raise InferwatchError(f"the demo needs torch: pip install 'inferwatch[torch]' ({cause})") from exc
 
     progress = (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    from monitor.config import load_alerts_config
+
+    alerts = None if args.alerts_config is None else load_alerts_config(args.alerts_config)
     out: dict[str, object] = {}
     if args.model in ("cnn", "both"):
         report = run_demo(kafka=args.kafka, drift=args.drift, windows=args.windows, window_size=args.window_size,
-                          seed=args.seed, progress=progress)
+                          seed=args.seed, progress=progress, alerts=alerts)
         out.update(asdict(report) | {"first_alert_window": report.first_alert_window})
         if not args.json:
             print(format_report(report), flush=True)
     if args.model in ("llm", "both"):
-        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress)
+        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress, alerts=alerts)
         out["llm"] = asdict(llm)
         if not args.json:
             print("\n" + format_llm_report(llm))

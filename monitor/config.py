@@ -141,25 +141,113 @@ class DetectConfig(_Strict, frozen=True):
     slo: SLOConfig | None = None
 
 
-class WebhookConfig(_Strict, frozen=True):
-    """Alerts POSTed as JSON to ``url``: each attempt waits ``timeout_s`` for an answer, up to ``max_attempts``
-    with exponential backoff from ``backoff_s``. At shutdown, queued alerts get ``close_grace_s`` to be
-    delivered; each one still undelivered then is logged with its fingerprint and counted as a failure."""
+Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")]
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")  # in rising order
 
-    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+
+class WebhookConfig(_Strict, frozen=True):
+    """``alerts.webhook``: the shorthand for one unsigned webhook channel (``alerts.channels`` says more)."""
+
+    url: Url
     timeout_s: PositiveFloat = 5.0
     max_attempts: Positive = 5
     backoff_s: PositiveFloat = 0.5
     close_grace_s: PositiveFloat = 5.0
 
 
+class _Channel(_Strict, frozen=True, tag_field="type"):
+    """What every channel may say: which alerts it takes (``min_severity``, ``detectors``: empty = all) and
+    how it delivers. Each attempt waits ``timeout_s``; retries (timeouts, connection errors, 408, 429 with its
+    ``Retry-After``, 5xx) back off exponentially from ``backoff_s`` with full jitter, each wait at most
+    ``max_backoff_s``, until ``max_attempts``; then the notification is dead-lettered with its reason. The
+    queue holds ``queue_size`` notifications (full: the oldest is dropped and counted); at shutdown what is
+    queued gets ``close_grace_s``."""
+
+    min_severity: Severity = "info"
+    detectors: tuple[Name, ...] = ()
+    timeout_s: PositiveFloat = 5.0
+    max_attempts: Positive = 8
+    backoff_s: PositiveFloat = 0.5
+    max_backoff_s: PositiveFloat = 60.0
+    queue_size: Positive = 1000
+    close_grace_s: PositiveFloat = 5.0
+
+
+class WebhookChannelConfig(_Channel, frozen=True, kw_only=True, tag="webhook"):
+    """JSON POST signed per the Standard Webhooks spec with the secrets in ``secret_file`` (one per line: the
+    first signs, all are listed during rotation) or the environment variable ``secret_env``; unsigned without."""
+
+    url: Url
+    secret_file: str | None = None
+    secret_env: Name | None = None
+
+
+class SlackChannelConfig(_Channel, frozen=True, kw_only=True, tag="slack"):
+    """A Slack incoming webhook; its URL is a secret, so it is read from ``url_file`` or ``url_env``."""
+
+    url: Url | None = None
+    url_file: str | None = None
+    url_env: Name | None = None
+
+
+class AlertmanagerChannelConfig(_Channel, frozen=True, kw_only=True, tag="alertmanager"):
+    """Alertmanager's API v2 (``POST /api/v2/alerts`` under ``url``); firing alerts are posted again every
+    ``repost_s`` (Alertmanager forgets alerts that are not re-sent), a resolve posts ``endsAt`` = now."""
+
+    url: Url
+    repost_s: PositiveFloat = 60.0
+
+
+class PagerDutyChannelConfig(_Channel, frozen=True, kw_only=True, tag="pagerduty"):
+    """PagerDuty Events API v2: ``trigger`` and ``resolve`` with a ``dedup_key`` from the fingerprint; the
+    routing key is a secret, read from ``routing_key_file`` or ``routing_key_env``."""
+
+    url: Url = "https://events.pagerduty.com/v2/enqueue"
+    routing_key_file: str | None = None
+    routing_key_env: Name | None = None
+
+
+ChannelConfig = WebhookChannelConfig | SlackChannelConfig | AlertmanagerChannelConfig | PagerDutyChannelConfig
+
+
+class RuleConfig(_Strict, frozen=True):
+    """Overrides for the alerts of one ``detector`` (optionally of one ``model``, by name); the most specific
+    rule wins. ``detector: no_data`` fires when a configured model sends nothing for ``after_s``."""
+
+    detector: Name
+    model: Name | None = None
+    severity: Severity = "warning"
+    breaches: Positive | None = None
+    of: Positive | None = None
+    resolve_after: Positive | None = None
+    after_s: PositiveFloat | None = None
+
+
+class AlertStateConfig(_Strict, frozen=True):
+    """Where alert state survives restarts: the file ``path`` on the embedded bus (none: kept in memory only),
+    the compacted topic ``topic`` on Kafka (keyed by ``kafka.group/fingerprint``, so groups do not mix)."""
+
+    path: str | None = None
+    topic: Name = "inferwatch.alerts"
+
+
 class AlertsConfig(_Strict, frozen=True):
-    """An alert fires when ``breaches`` of the last ``of`` windows found a problem (persistence), and resolves
-    after ``resolve_after`` consecutive clean windows."""
+    """An alert fires when ``breaches`` of the last ``of`` windows found a problem (persistence), is repeated
+    every ``renotify_s`` while it keeps firing (0: never), and resolves after ``resolve_after`` consecutive clean
+    windows. ``rules`` override this per detector and model; ``channels`` deliver; ``dashboard_url`` and
+    ``report_url``, when set, are linked from every alert (``{model}``, ``{version}``, ``{from_ms}``,
+    ``{to_ms}``, ``{window_id}`` are filled in)."""
 
     breaches: Positive = 2
     of: Positive = 3
     resolve_after: Positive = 2
+    renotify_s: Annotated[float, msgspec.Meta(ge=0)] = 14400.0
+    rules: tuple[RuleConfig, ...] = ()
+    channels: tuple[ChannelConfig, ...] = ()
+    state: AlertStateConfig = AlertStateConfig()
+    dashboard_url: str | None = None
+    report_url: str | None = None
     webhook: WebhookConfig | None = None
 
 
@@ -319,6 +407,44 @@ def load_config(path: str | Path) -> Config:
     return msgspec.structs.replace(config, models=models)
 
 
+def check_alerts(alerts: AlertsConfig, source: str = "config") -> None:
+    """What the types cannot say about ``alerts``: persistence that can be met, one secret source per channel."""
+    if alerts.breaches > alerts.of:
+        raise ConfigError(f"{source}: alerts.breaches ({alerts.breaches}) cannot exceed alerts.of ({alerts.of})")
+    for i, rule in enumerate(alerts.rules):
+        breaches, of = rule.breaches or alerts.breaches, rule.of or alerts.of
+        if breaches > of:
+            raise ConfigError(f"{source}: alerts.rules[{i}]: breaches ({breaches}) cannot exceed of ({of})")
+        if (rule.detector == "no_data") != (rule.after_s is not None):
+            raise ConfigError(f"{source}: alerts.rules[{i}].after_s: " + (
+                "a no_data rule needs after_s (seconds of silence)" if rule.detector == "no_data"
+                else f"after_s applies to no_data rules only, not {rule.detector}"))
+    secrets = {"webhook": ("secret_file", "secret_env"), "slack": ("url", "url_file", "url_env"),
+               "pagerduty": ("routing_key_file", "routing_key_env")}
+    for i, channel in enumerate(alerts.channels):
+        kind = channel.__struct_config__.tag
+        given = [k for k in secrets.get(str(kind), ()) if getattr(channel, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"{source}: alerts.channels[{i}]: give one of {', '.join(given)}, not several")
+        if kind in ("slack", "pagerduty") and not given:
+            raise ConfigError(f"{source}: alerts.channels[{i}]: a {kind} channel needs one of "
+                              f"{', '.join(secrets[str(kind)])}")
+
+
+def load_alerts_config(path: str | Path) -> AlertsConfig:
+    """An ``alerts:`` section from its own YAML file (the file holds ``alerts:``, or the section's keys)."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read alerts config {p}: {getattr(exc, 'strerror', None) or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if isinstance(raw, dict) and set(raw) == {"alerts"}:
+        raw = raw["alerts"]
+    return load_config_text(yaml.safe_dump({"models": [], "alerts": raw or {}}), source=str(p)).alerts
+
+
 def load_config_text(text: str, source: str = "config") -> Config:
     try:
         raw = yaml.safe_load(text)
@@ -337,9 +463,7 @@ def load_config_text(text: str, source: str = "config") -> Config:
         match = _AT.search(message)
         where = f" at {match.group('path') or '(top level)'}" if match else ""
         raise ConfigError(f"{source}: {_AT.sub('', message)}{where}") from exc
-    if config.alerts.breaches > config.alerts.of:
-        raise ConfigError(f"{source}: alerts.breaches ({config.alerts.breaches}) cannot exceed alerts.of "
-                          f"({config.alerts.of})")
+    check_alerts(config.alerts, source)
     keys = [m.key for m in config.models]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:

@@ -32,8 +32,6 @@ class DaemonMetrics:
     window_events: Gauge
     drift_detected: Gauge
     window_seconds: Histogram
-    alerts_sent: Counter
-    alert_delivery_failures: Counter
     commits: Counter
     commits_rejected: Counter
     rebalances: Counter
@@ -71,11 +69,6 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
                                  "Time to evaluate the detectors on one closed window.",
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
                                  registry=registry),
-        alerts_sent=Counter("inferwatch_alerts_sent_total", "Alert notifications delivered.",
-                            ("channel", "status"), registry=registry),
-        alert_delivery_failures=Counter("inferwatch_alert_delivery_failures_total",
-                                        "Alert notifications given up after all retries.", ("channel",),
-                                        registry=registry),
         commits=Counter("inferwatch_offset_commits_total", "Offset commits after durable emission.",
                         registry=registry),
         commits_rejected=Counter("inferwatch_offset_commits_rejected_total",

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import msgspec
+from prometheus_client import CollectorRegistry
 
-from monitor.alerts import Alert, AlertRules, Channel, Observation
+from monitor.alerts import Alerting, AlertMetrics, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.detection import REGISTRY, DetectorClass
 from monitor.errors import CommitRejected, EventError
@@ -60,19 +61,23 @@ class Pipeline:
     def __init__(self, config: Config, profiles: Mapping[str, Profile], consumer: Consumer, producer: Producer,
                  metrics: DaemonMetrics, channels: Sequence[Channel] = (),
                  on_result: Callable[[WindowResult], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, registry: Sequence[DetectorClass] = REGISTRY) -> None:
+                 clock: Callable[[], float] = time.monotonic, registry: Sequence[DetectorClass] = REGISTRY,
+                 alerting: Alerting | None = None) -> None:
+        """``alerting`` (rules, state and channels, see :func:`monitor.wiring.build_alerting`) by default keeps
+        its state in memory and delivers to ``channels``."""
         self.config = config
         self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run, registry)
                         for m in config.models}
         self._consumer = consumer
         self._producer = producer
         self._metrics = metrics
-        self._channels = list(channels)
+        self._alerting = alerting if alerting is not None else Alerting(
+            AlertRules(config.alerts), channels, AlertMetrics(CollectorRegistry()),
+            models=[(m.name, m.version) for m in config.models], clock=clock)
         self._on_result = on_result
         self._clock = clock
         self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples,
                                 sizes={m.key: m.window_size for m in config.models if m.window_size is not None})
-        self._rules = AlertRules(config.alerts)
         quality = config.detect.quality
         self._joins = FeedbackJoin(quality)
         self._join_stats = self._joins.stats
@@ -118,6 +123,7 @@ class Pipeline:
             self._evaluate(window)
             closed += 1
         self._metrics.window_events.set(self._windows.open_events)
+        self._alerting.tick()
         self._joins.expire(self._latest_time)  # feedback TTL runs on event time
         self._export_joins()
         if closed or self._clock() - self._last_commit >= 5.0:
@@ -219,6 +225,7 @@ class Pipeline:
             self._reject(message, values)
             return 0
         self._metrics.events_consumed.labels(model=event.model, version=event.version).inc()
+        self._alerting.seen(event.model, event.version, event.time)
         self._latest_time = max(self._latest_time, event.time)
         prediction = values.get("prediction")
         if isinstance(prediction, int):
@@ -296,16 +303,7 @@ class Pipeline:
             self._on_result(result)
         observe = partial(Observation, model=result.model, version=result.version, window=result.index,
                           window_id=result.window_id, window_start=result.first_time, window_end=result.last_time,
-                          training_run=result.training_run)
-        alerts: list[Alert] = []
-        for f in found:
-            alert = self._rules.observe(observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
-                                                features=f.features, summary=f.summary))
-            if alert is not None:
-                alerts.append(alert)
-                log.warning("alert %s: %s %s/%s window #%d: %s", alert.status.upper(), alert.detector, alert.model,
-                            alert.version, alert.window, alert.summary)
-        for alert in alerts:
-            for channel in self._channels:
-                channel.send(alert)
+                          training_run=result.training_run, n_events=result.n_events)
+        self._alerting.window(observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
+                                      features=f.features, summary=f.summary, evidence=f.evidence) for f in found)
 

@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from monitor.alerts import Channel, WebhookChannel
+from monitor.alerts import (
+    Alert,
+    Alerting,
+    AlertMetrics,
+    AlertRules,
+    Channel,
+    FileStore,
+    MemoryStore,
+    StateStore,
+    build_channels,
+)
 from monitor.config import Config
 from monitor.errors import ProfileError
 from monitor.evaluation import WindowResult
@@ -81,7 +91,7 @@ class Wiring:
     consumer: Consumer
     registry: CollectorRegistry
     metrics: DaemonMetrics
-    channels: tuple[Channel, ...]
+    alerting: Alerting
     pipeline: Pipeline
     stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)  # from start()
@@ -116,11 +126,37 @@ class Wiring:
             thread.join(timeout_s)
             if thread.is_alive():
                 log.error("the pipeline did not stop within %.0f s; closing its consumer under it", timeout_s)
-        for channel in self.channels:
-            channel.close(timeout_s=timeout_s)
+        self.alerting.close(timeout_s=timeout_s)
         self.consumer.close()
         self.producer.close(timeout_s=timeout_s)
         self.transport.close()
+
+
+def build_alerting(config: Config, registry: CollectorRegistry, producer: Producer,
+                   extra: Sequence[Channel] = ()) -> Alerting:
+    """Rules with their saved state, and the configured channels (then ``extra``); undeliverable notifications
+    go to the dead-letter topic with reason ``alert_undeliverable``."""
+    def dead_letter(alert: Alert, channel: str, problem: str) -> None:
+        producer.send(config.topics.deadletter, alert.to_json(), alert.fingerprint.encode(), [
+            ("inferwatch_reason", b"alert_undeliverable"), ("inferwatch_detail", problem[:1000].encode()),
+            ("inferwatch_origin", f"alerts/{channel}".encode())])
+
+    store: StateStore
+    if config.kafka is not None:
+        from monitor.alerts.topic_state import TopicStore
+        store = TopicStore(config.kafka.bootstrap, config.alerts.state.topic, namespace=config.kafka.group)
+    elif config.alerts.state.path is not None:
+        store = FileStore(config.alerts.state.path)
+    else:
+        store = MemoryStore()
+    metrics = AlertMetrics(registry)
+    try:
+        rules = AlertRules(config.alerts, store)
+        channels = [*build_channels(config.alerts, metrics, dead_letter), *extra]
+    except BaseException:
+        store.close()
+        raise
+    return Alerting(rules, channels, metrics, models=[(m.name, m.version) for m in config.models])
 
 
 def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None, *,
@@ -152,18 +188,17 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     producer = transport.producer()
     consumer = transport.consumer([config.topics.events, config.topics.feedback],
                                   config.kafka.group if config.kafka else EMBEDDED_GROUP)
-    all_channels = list(channels)
+    alerting: Alerting | None = None
     try:
-        if config.alerts.webhook is not None:
-            all_channels.insert(0, WebhookChannel.from_config(config.alerts.webhook, metrics))
-        pipeline = Pipeline(config, profiles, consumer, producer, metrics, all_channels, on_result=on_result)
+        alerting = build_alerting(config, registry, producer, channels)
+        pipeline = Pipeline(config, profiles, consumer, producer, metrics, alerting=alerting, on_result=on_result)
     except BaseException:  # nothing half-built is left running
-        for channel in all_channels[:len(all_channels) - len(channels)]:
-            channel.close(timeout_s=0)
+        if alerting is not None:
+            alerting.close(timeout_s=0)
         consumer.close()
         producer.close(timeout_s=0)
         transport.close()
         raise
     return Wiring(config=config, transport=transport, producer=producer, consumer=consumer, registry=registry,
-                  metrics=metrics, channels=tuple(all_channels), pipeline=pipeline,
+                  metrics=metrics, alerting=alerting, pipeline=pipeline,
                   stop=threading.Event() if stop is None else stop)

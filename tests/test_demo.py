@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,8 +32,32 @@ def check(report: dict[str, object]) -> None:
     assert all({"window", "model", "detector"} <= set(a) for a in alerts)
 
 
-def test_embedded_demo_with_noise() -> None:
-    check(run_demo())
+def test_embedded_demo_with_noise_sends_its_alerts_to_a_signed_webhook_from_alerts_config(tmp_path: Path) -> None:
+    from standardwebhooks import Webhook
+
+    from tests.test_alert_delivery import Receiver, secret
+
+    key = tmp_path / "hook.secret"
+    key.write_text(secret())
+    receiver = Receiver()
+    alerts = tmp_path / "alerts.yaml"
+    alerts.write_text(f"alerts:\n  channels:\n    - {{type: webhook, url: '{receiver.url}', secret_file: '{key}'}}\n")
+    try:
+        report = run_demo("--model", "cnn", "--alerts-config", str(alerts))
+    finally:
+        receiver.close()
+    check(report)
+    received = [Webhook(key.read_text()).verify(body, headers) for _, headers, body in receiver.requests]
+    assert [(a["status"], a["window"]) for a in received] == [
+        (a["status"], a["window"]) for a in report["alerts"]]  # type: ignore[union-attr]
+
+
+def test_demo_refuses_a_bad_alerts_config_naming_the_key(tmp_path: Path) -> None:
+    alerts = tmp_path / "alerts.yaml"
+    alerts.write_text("alerts:\n  channels:\n    - {type: sms, url: 'http://127.0.0.1:9/x'}\n")
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "demo", "--alerts-config", str(alerts)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0 and "alerts.channels[0].type" in done.stderr
 
 
 @pytest.mark.kafka

@@ -138,8 +138,8 @@ server: {{port: {port}}}
         # the webhook answered before the daemon counted the delivery: wait for the count
         def delivery_counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
             samples = scrape(port)
-            return samples if metric(samples, "inferwatch_alerts_sent_total", channel="webhook",
-                                     status="firing") >= 1 else None
+            return samples if metric(samples, "inferwatch_alert_notifications_total", channel="webhook",
+                                     outcome="delivered") >= 1 else None
 
         samples = wait_until(delivery_counted, "the alert delivery counted")
         assert metric(samples, "inferwatch_events_consumed_total", model="cnn", version="2") == 6 * WINDOW
@@ -147,7 +147,8 @@ server: {{port: {port}}}
         assert metric(samples, "inferwatch_events_rejected_total", reason="missing_field") == 1
         assert metric(samples, "inferwatch_events_rejected_total", reason="unknown_schema") == 1
         assert metric(samples, "inferwatch_drift_detected", model="cnn", version="2", detector="feature_drift") == 1
-        assert metric(samples, "inferwatch_alerts_sent_total", channel="webhook", status="firing") >= 1
+        assert metric(samples, "inferwatch_alert_notifications_total", channel="webhook", outcome="delivered") >= 1
+        assert metric(samples, "inferwatch_alerts_firing", severity="warning") == 1
         producer.close()
         transport.close()
     finally:

@@ -268,3 +268,50 @@ def test_a_rebalance_drops_open_windows_and_reads_them_again_without_doubling(se
     assert registry.get_sample_value("inferwatch_consumer_rebalances_total") >= 2
     labels = {"model": MODEL, "version": VERSION}
     assert registry.get_sample_value("inferwatch_windows_closed_total", {**labels, "reason": "full"}) == 2
+
+
+def test_a_restart_while_an_alert_fires_neither_resends_it_nor_forgets_to_resolve_it(setup: Setup,
+                                                                                     tmp_path: Path) -> None:
+    from monitor.alerts import Alerting, AlertMetrics, AlertRules, FileStore, StateStore
+    from monitor.alerts.topic_state import TopicStore
+
+    def store() -> StateStore:
+        if setup.config.kafka is None:
+            return FileStore(tmp_path / "alerts.json")
+        return TopicStore(setup.config.kafka.bootstrap, f"alerts-{setup.config.kafka.group}",
+                          namespace=setup.config.kafka.group)
+
+    def pipeline(channel: MemoryChannel, results: list[WindowResult]) -> Pipeline:
+        profile = load_profile(setup.config.models[0].profile)
+        group = setup.config.kafka.group if setup.config.kafka else "detect"
+        alerting = Alerting(AlertRules(setup.config.alerts, store()), [channel], AlertMetrics(CollectorRegistry()))
+        return Pipeline(setup.config, {KEY: profile}, setup.transport.consumer([setup.config.topics.events], group),
+                        setup.transport.producer(), daemon_metrics(CollectorRegistry()), alerting=alerting,
+                        on_result=results.append)
+
+    rng = np.random.default_rng(8)
+    producer = setup.transport.producer()
+
+    def send(stream: list[object]) -> None:
+        for i in range(0, len(stream), 100):
+            producer.send(setup.config.topics.events, encode_batch(stream[i:i + 100]), KEY.encode())  # type: ignore[arg-type]
+        producer.flush()
+
+    send(events(1200, rng, shift=0.8, shifted=(1, 3)))  # three drifted windows: fires on the second
+    before, first = MemoryChannel(), []
+    running = pipeline(before, first)
+    wait_until(lambda: (running.step(0.1), len(first) >= 3)[1], "three windows before the restart")
+    running.commit()
+    running._consumer.close()
+    running._alerting.close()
+    assert [(a.status, a.window) for a in before.alerts] == [("firing", 1)]
+
+    send(events(800, rng, shift=0.8, shifted=(1, 3), start=1_800_000_000.0))  # still drifting after the restart
+    send(events(800, rng, start=1_800_100_000.0))  # then clean: resolves after two clean windows
+    after, second = MemoryChannel(), []
+    restarted = pipeline(after, second)
+    wait_until(lambda: (restarted.step(0.1), len(second) >= 4)[1], "four windows after the restart")
+    restarted._alerting.close()
+    assert [r.drift.drifted for r in second] == [True, True, False, False]
+    assert [(a.status, a.fingerprint, a.started_at) for a in after.alerts] == [
+        ("resolved", before.alerts[0].fingerprint, before.alerts[0].started_at)]

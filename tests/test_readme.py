@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from monitor.cli import _parser, main
-from monitor.config import load_config_text, load_sidecar_config
+from monitor.config import load_alerts_config, load_config_text, load_sidecar_config
 
 README = Path(__file__).parents[1] / "README.md"
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
@@ -71,10 +71,15 @@ def test_the_readme_shows_configs_and_commands() -> None:
 def test_every_yaml_block_is_a_valid_config(block: str, tmp_path: Path) -> None:
     # Profile paths need not exist: a config is only parsed and validated. A block with only a `sidecar:` section
     # is what `inferwatch sidecar --config` reads.
+    # A block with only an `alerts:` section is what `inferwatch demo --alerts-config` reads.
     raw = yaml.safe_load(block)
-    assert isinstance(raw, dict) and ({"models", "sidecar"} & set(raw)), f"not an inferwatch config:\n{block}"
+    assert isinstance(raw, dict) and ({"models", "sidecar", "alerts"} & set(raw)), \
+        f"not an inferwatch config:\n{block}"
     if "models" in raw:
         load_config_text(block, source="README.md")
+    elif "alerts" in raw:
+        (tmp_path / "alerts.yaml").write_text(block)
+        load_alerts_config(tmp_path / "alerts.yaml")
     if "sidecar" in raw:
         (tmp_path / "sidecar.yaml").write_text(block)
         load_sidecar_config(tmp_path / "sidecar.yaml")

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from detectors import fit_calibrator
 from monitor.alerts import MemoryChannel
-from monitor.config import WindowConfig
+from monitor.config import AlertsConfig, WindowConfig
 from monitor.datafiles import Table
 from monitor.demo.common import demo_config, wait_for_results
 from monitor.errors import InferwatchError
@@ -133,7 +133,7 @@ def inject(drift: Drift, x: np.ndarray, y: np.ndarray, rng: np.random.Generator)
 
 def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12, window_size: int = 200,
              seed: int = 7, workdir: Path | None = None,
-             progress: Callable[[str], None] = lambda _: None) -> DemoReport:
+             progress: Callable[[str], None] = lambda _: None, alerts: AlertsConfig | None = None) -> DemoReport:
     try:
         import torch
     except ImportError as exc:
@@ -172,7 +172,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
     progress(f"reference profile: {profile.describe()} -> {profile_path}")
 
     config = demo_config("demo", MODEL, VERSION, str(profile_path), profile.training_run, kafka,
-                         WindowConfig(size=window_size, max_seconds=3600, min_samples=30))
+                         WindowConfig(size=window_size, max_seconds=3600, min_samples=30), alerts)
     channel = MemoryChannel()
     results: list[WindowResult] = []
     wiring = build_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channels=[channel], on_result=results.append)
@@ -213,7 +213,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
             tmp.cleanup()
 
     by_window = {r.index: r for r in results}
-    alerts = tuple(DemoAlert(window=a.window, model=a.model, version=a.version, detector=a.detector,
+    raised = tuple(DemoAlert(window=a.window, model=a.model, version=a.version, detector=a.detector,
                              status=a.status, features=a.features, summary=a.summary,
                              seconds_after_start=round(a.window_end - started_wall(started), 3))
                    for a in channel.alerts)
@@ -222,7 +222,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
                       window_size=window_size, drift_injected_at_window=inject_at, train_accuracy=train_acc,
                       test_accuracy=test_acc, train_seconds=round(train_seconds, 2),
                       elapsed_seconds=round(time.monotonic() - started, 2), events=windows * window_size,
-                      alerts=alerts, per_window=per_window)
+                      alerts=raised, per_window=per_window)
 
 
 def _window_summary(r: WindowResult, injected: bool, accuracy: float) -> DemoWindow:

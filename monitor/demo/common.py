@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from monitor.config import Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.config import AlertsConfig, Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.wiring import Wiring
@@ -16,17 +16,19 @@ RESULTS_TIMEOUT_S = 60.0
 
 
 def demo_config(name: str, model: str, version: str, profile: str, training_run: str | None, kafka: str | None,
-                window: WindowConfig) -> Config:
+                window: WindowConfig, alerts: AlertsConfig | None = None) -> Config:
     """One model on the embedded bus, or on Kafka with topics and a consumer group of its own (a fresh suffix
-    per run, so a demo never reads an earlier run's events)."""
+    per run, so a demo never reads an earlier run's events, nor its alert state); ``alerts`` (``--alerts-config``)
+    sends the demo's alerts to real channels."""
+    alerts = AlertsConfig() if alerts is None else alerts
     if kafka is None:
         return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
-                      window=window)
+                      window=window, alerts=alerts)
     prefix = f"inferwatch.{name}-{uuid.uuid4().hex[:8]}"
     topics = TopicsConfig(events=f"{prefix}.events", feedback=f"{prefix}.feedback", results=f"{prefix}.results",
                           deadletter=f"{prefix}.deadletter")
     return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
-                  kafka=KafkaConfig(bootstrap=kafka, group=prefix), topics=topics, window=window)
+                  kafka=KafkaConfig(bootstrap=kafka, group=prefix), topics=topics, window=window, alerts=alerts)
 
 
 def wait_for_results(wiring: Wiring, results: Sequence[WindowResult], windows: int, what: str = "windows",

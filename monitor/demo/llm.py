@@ -26,7 +26,7 @@ from collectors.refusal import is_refusal
 from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
 from detectors import build_llm_reference
 from monitor.alerts import MemoryChannel
-from monitor.config import WindowConfig
+from monitor.config import AlertsConfig, WindowConfig
 from monitor.demo.charlm import GPTConfig, generate, load_or_train
 from monitor.demo.common import demo_config, wait_for_results
 from monitor.demo.llm_server import serve
@@ -107,7 +107,8 @@ def _call(port: int, prompt: str, stream: bool, seed: int) -> tuple[str, str]:
 
 
 def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 40, seed: int = 7,
-                 cache_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None) -> LLMDemoReport:
+                 cache_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
+                 alerts: AlertsConfig | None = None) -> LLMDemoReport:
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     text = corpus()
@@ -135,7 +136,7 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
     # a window also closes 20 s after it opened, so a capture the sidecar skipped (it counts them) cannot leave
     # the last window waiting for an event that never comes
     config = demo_config("llmdemo", MODEL, VERSION, "(in memory)", profile.training_run, kafka,
-                         WindowConfig(size=window_size, max_seconds=20, min_samples=20))
+                         WindowConfig(size=window_size, max_seconds=20, min_samples=20), alerts)
     topics = config.topics
     channel = MemoryChannel()
     results: list[WindowResult] = []

@@ -47,6 +47,19 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One feature's (or the model's, ``feature=""``) numbers behind a finding."""
+
+    feature: str
+    statistic: str  # what ``value`` is, e.g. "ks", "chi2", "p95_latency_s"
+    value: float
+    threshold: float | None = None  # the bound ``value`` (or the p-value) is compared with
+    p_value: float | None = None
+    effect: float | None = None
+    effect_name: str = ""  # e.g. "wasserstein_sd", "cohens_h"
+
+
+@dataclass(frozen=True)
 class Finding:
     """What one detector says about one window: for alert rules, logs, the demo and ``inferwatch drift``."""
 
@@ -55,6 +68,7 @@ class Finding:
     insufficient: bool
     features: tuple[str, ...]
     summary: str
+    evidence: tuple[Evidence, ...] = ()  # the numbers behind it, per feature, for alerts
 
 
 @dataclass(frozen=True)

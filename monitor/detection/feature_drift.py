@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from detectors import WindowDriftResult, window_drift
-from monitor.detection.base import DetectorBase, Finding, GaugeSpec, Inputs, ModelContext, Sample
+from monitor.detection.base import DetectorBase, Evidence, Finding, GaugeSpec, Inputs, ModelContext, Sample
 
 
 class FeatureDrift(DetectorBase):
@@ -61,7 +61,15 @@ class FeatureDrift(DetectorBase):
         else:
             worst = max(numeric.features, key=lambda f: f.ks_statistic, default=None)
             text = "no feature drifted" + (f" (largest KS {worst.ks_statistic:.3f} on {worst.name})" if worst else "")
-        return Finding(FeatureDrift.name, result.drifted, numeric.insufficient, tuple(result.drifted_features), text)
+        evidence = [Evidence(f.name, "ks", f.ks_statistic, threshold=numeric.min_effect, p_value=f.p_adjusted,
+                             effect=f.wasserstein, effect_name="wasserstein_sd")
+                    for f in sorted(numeric.features, key=lambda f: -f.ks_statistic) if f.drifted]
+        if result.categorical is not None:
+            evidence += [Evidence(c.name, "chi2", c.chi2, p_value=c.p_adjusted, effect=c.js_distance,
+                                  effect_name="js_distance")
+                         for c in result.categorical.features if c.drifted]
+        return Finding(FeatureDrift.name, result.drifted, numeric.insufficient, tuple(result.drifted_features), text,
+                       tuple(evidence))
 
     @staticmethod
     def samples(result: WindowDriftResult) -> Iterator[Sample]:

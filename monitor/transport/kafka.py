@@ -107,8 +107,17 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 30) -> None:
         raise TransportError(f"Kafka at {bootstrap} answered but lists no brokers")
 
 
-def ensure_topics(bootstrap: str, topics: Mapping[str, int], timeout_s: float = 30) -> None:
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    timeout_s: float = 30,
+    *,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Create ``{topic: partitions}`` with replication factor 1; existing topics are left as they are.
+
+    ``configs`` gives topic configs for the topics it names (``{topic: {"cleanup.policy": "compact"}}``); they
+    apply only when the topic is created here: an existing topic keeps its configs.
 
     Returns once every topic has a leader for each partition.
 
@@ -121,9 +130,19 @@ def ensure_topics(bootstrap: str, topics: Mapping[str, int], timeout_s: float = 
         validate_topic(name)
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ValueError(f"partitions for {name!r} must be an int >= 1, got {partitions!r}")
+    for name, topic_configs in (configs or {}).items():
+        if name not in topics:
+            raise ValueError(f"configs name topic {name!r}, which is not among the topics to ensure")
+        for key, value in topic_configs.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError(f"configs for {name!r} must map str to str, got {key!r}: {value!r}")
     if not topics:
         return
-    request = {name: {"num_partitions": n, "replication_factor": 1} for name, n in topics.items()}
+    request: dict[str, dict[str, Any]] = {name: {"num_partitions": n, "replication_factor": 1}
+                                          for name, n in topics.items()}
+    for name, topic_configs in (configs or {}).items():
+        if topic_configs:
+            request[name]["configs"] = dict(topic_configs)
     timeout_ms = max(1, int(timeout_s * 1000))
     admin = _admin(bootstrap, timeout_s, "inferwatch-admin")
     try:
