@@ -116,6 +116,7 @@ class Pipeline:
         messages = self._consumer.poll(poll_timeout_s)
         if self._consumer.rebalances != self._assignments:
             self._reassigned()
+            messages = []  # read again from the last commit, after the rewind
         closed = 0
         for message in messages:
             closed += self._handle(message)
@@ -153,10 +154,11 @@ class Pipeline:
         self._metrics.commits.inc()
 
     def _reassigned(self) -> None:
-        """The consumer was (re)assigned partitions and reads each from its committed offset again: what this
-        pipeline held uncommitted will come back in this poll or later ones, so it is dropped, not doubled."""
+        """The consumer was (re)assigned partitions: drop what this pipeline held uncommitted and read every
+        partition it owns again from the last commit, so that nothing is doubled or lost."""
         first = self._assignments == 0
         self._assignments = self._consumer.rebalances
+        self._consumer.rewind()
         dropped = self._windows.drop_all()
         self._consumed.clear()
         self._committed.clear()

@@ -116,9 +116,14 @@ class Consumer(Protocol):
     def rebalances(self) -> int:
         """How many times this member's partitions were (re)assigned, counting the first assignment.
 
-        Each time, every partition it owns afterwards is read again from the group's committed offset (Kafka's
-        eager protocol does the same), so a reader that sees this number change drops whatever it held
-        uncommitted before handling the records of that poll: they are the first of the new assignment."""
+        A partition it keeps goes on from where it was; one it gains starts at the group's committed offset. A
+        reader that holds uncommitted state (open windows) drops it when this number changes, ignores the
+        records of that poll and calls :meth:`rewind`."""
+        ...
+
+    def rewind(self) -> None:
+        """Read every partition this member owns from the group's committed offset again (the earliest record
+        where none was committed)."""
         ...
 
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:

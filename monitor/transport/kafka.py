@@ -506,8 +506,7 @@ class _KafkaProducer(Producer):
 
 
 class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Counts assignments; kafka-python calls it from inside ``poll`` once the group has settled (the poll
-    then rewinds every owned partition to its committed offset)."""
+    """Counts assignments; kafka-python calls it from inside ``poll`` once the group has settled."""
 
     def __init__(self, consumer: _KafkaConsumer) -> None:
         self._consumer = consumer
@@ -541,12 +540,8 @@ class _KafkaConsumer(Consumer):
             raise ValueError(f"timeout_s must be >= 0, got {timeout_s!r}")
         if self._closed:
             raise TransportError("consumer is closed")
-        assigned = self.assigned
         try:
             batches = self._client.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-            if self.assigned != assigned:
-                self._rewind()
-                return []
         except KafkaError as exc:
             raise TransportError(f"poll failed: {exc}") from exc
         out: list[Message] = []
@@ -565,17 +560,20 @@ class _KafkaConsumer(Consumer):
             )
         return out
 
-    def _rewind(self) -> None:
-        """After a rebalance, read every owned partition from the group's committed offset again.
-
-        kafka-python keeps the position of a partition that stays assigned across a rebalance; the records a
-        reader held uncommitted are dropped by it (see ``Consumer.rebalances``), so they must come again."""
-        for tp in self._client.assignment():
-            offset = self._client.committed(tp, timeout_ms=self._owner.request_timeout_ms)
-            if offset is None:
-                self._client.seek_to_beginning(tp)
-            else:
-                self._client.seek(tp, offset)
+    def rewind(self) -> None:
+        """kafka-python keeps the position of a partition that stays assigned across a rebalance; a reader that
+        dropped what it held uncommitted needs those records again."""
+        if self._closed:
+            raise TransportError("consumer is closed")
+        try:
+            for tp in self._client.assignment():
+                offset = self._client.committed(tp, timeout_ms=self._owner.request_timeout_ms)
+                if offset is None:
+                    self._client.seek_to_beginning(tp)
+                else:
+                    self._client.seek(tp, offset)
+        except KafkaError as exc:
+            raise TransportError(f"rewinding to the committed offsets failed: {exc}") from exc
 
     def commit(self, offsets: Mapping[tuple[str, int], int],
                metadata: Mapping[tuple[str, int], str] | None = None) -> None:

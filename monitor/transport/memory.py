@@ -347,16 +347,15 @@ class _MemoryConsumer(Consumer):
                 bus._cond.wait(remaining)
 
     def _read(self, max_records: int) -> list[Message]:
-        """Lock held: on a new assignment read every owned partition from its committed offset again (as
-        Kafka's eager rebalance does), then read from the positions."""
+        """Lock held: follow the current assignment (a partition kept goes on, a new one starts at its committed
+        offset), then read from the positions."""
         bus = self._bus
         assigned = bus._assignment(self)
         if assigned != self._assigned:
             self._assigned = assigned
             self._rebalances += 1
-            self._positions = {}
         committed = bus._committed[self.group]
-        positions = dict(self._positions)
+        positions = {tp: self._positions[tp] for tp in assigned if tp in self._positions}
         out: list[Message] = []
         for tp in assigned:
             plog = bus._topic(tp[0]).logs[tp[1]]
@@ -371,6 +370,11 @@ class _MemoryConsumer(Consumer):
             positions[tp] = pos
         self._positions = positions
         return out
+
+    def rewind(self) -> None:
+        with self._bus._cond:
+            self._check_open()
+            self._positions = {}
 
     def commit(self, offsets: Mapping[tuple[str, int], int],
                metadata: Mapping[tuple[str, int], str] | None = None) -> None:
