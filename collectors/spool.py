@@ -99,8 +99,8 @@ def _decode(payload: bytes, segment: int, end: int) -> SpoolRecord:
 
 def _scan(path: Path, segment: int, offset: int, limit: int,
           budget: int | None = None) -> tuple[list[SpoolRecord], int, bool]:
-    """Up to ``limit`` good records of one segment from ``offset`` (stopping once ``budget`` payload bytes
-    were read), the offset after them, and whether a torn or corrupt record stopped the scan."""
+    """Up to ``limit`` good records of one segment from ``offset`` (stopping once their values hold ``budget``
+    bytes), the offset after them, and whether a torn or corrupt record stopped the scan."""
     out: list[SpoolRecord] = []
     taken = 0
     with open(path, "rb") as f:
@@ -116,11 +116,11 @@ def _scan(path: Path, segment: int, offset: int, limit: int,
             if len(payload) != length or zlib.crc32(payload) != crc or length < _FIXED.size:
                 return out, offset, True
             offset += _FRAME.size + length
-            taken += length
             try:
                 out.append(_decode(payload, segment, offset))
             except (struct.error, UnicodeDecodeError):  # a CRC-valid record we cannot parse: same as torn
                 return out, offset - _FRAME.size - length, True
+            taken += len(out[-1].value)  # value bytes, as Spool.read counts its budget
     return out, offset, False
 
 
@@ -328,6 +328,11 @@ class Spool:
                 if budget is not None:
                     budget -= sum(len(r.value) for r in records)
                 if len(out) >= max_records or (budget is not None and budget <= 0):
+                    break
+                if end < self._sizes[number]:
+                    # The scan stopped inside this segment: its next record comes before any of a later
+                    # segment. Going on there would return records that are not contiguous from the head, and
+                    # release(out[-1]) would then give up the ones skipped without their ever being read.
                     break
         return out
 

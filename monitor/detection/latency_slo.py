@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from detectors import SLO, BurnRateMonitor, BurnRateResult
-from monitor.detection.base import DetectorBase, Finding, GaugeSpec, Inputs, ModelContext, Sample
+from monitor.detection.base import DetectorBase, Evidence, Finding, GaugeSpec, Inputs, ModelContext, Sample
 
 
 class LatencySLO(DetectorBase):
@@ -37,7 +37,9 @@ class LatencySLO(DetectorBase):
     @staticmethod
     def finding(result: BurnRateResult) -> Finding:
         return Finding(LatencySLO.name, result.page, False, (),
-                       f"error-budget burn {result.page_long:.1f}x (1 h) / {result.page_short:.1f}x (5 min)")
+                       f"error-budget burn {result.page_long:.1f}x (1 h) / {result.page_short:.1f}x (5 min)",
+                       (Evidence("", "burn_rate_1h", result.page_long),
+                        Evidence("", "burn_rate_5m", result.page_short)))
 
     @staticmethod
     def samples(result: BurnRateResult) -> Iterator[Sample]:

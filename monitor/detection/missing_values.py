@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from detectors import MissingRateResult, missing_rate_drift
-from monitor.detection.base import DetectorBase, Finding, GaugeSpec, Inputs, ModelContext, Sample
+from monitor.detection.base import DetectorBase, Evidence, Finding, GaugeSpec, Inputs, ModelContext, Sample
 
 
 class MissingValues(DetectorBase):
@@ -55,7 +55,11 @@ class MissingValues(DetectorBase):
             text = "missing rates as in the reference" + (
                 f" (largest change {worst.name} {worst.reference_rate:.1%} -> {worst.current_rate:.1%})"
                 if worst is not None and worst.current_rate != worst.reference_rate else "")
-        return Finding(MissingValues.name, result.drifted, result.insufficient, result.drifted_features, text)
+        evidence = tuple(Evidence(f.name, "missing_rate", f.current_rate, threshold=f.reference_rate,
+                                  p_value=f.p_adjusted, effect=f.cohens_h, effect_name="cohens_h")
+                         for f in result.features if f.drifted)
+        return Finding(MissingValues.name, result.drifted, result.insufficient, result.drifted_features, text,
+                       evidence)
 
     @staticmethod
     def samples(result: MissingRateResult) -> Iterator[Sample]:

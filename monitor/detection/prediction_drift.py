@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from detectors import PredictionDriftResult, prediction_drift
-from monitor.detection.base import DetectorBase, Finding, GaugeSpec, Inputs, ModelContext, Sample
+from monitor.detection.base import DetectorBase, Evidence, Finding, GaugeSpec, Inputs, ModelContext, Sample
 
 
 class PredictionDrift(DetectorBase):
@@ -37,7 +37,9 @@ class PredictionDrift(DetectorBase):
     def finding(result: PredictionDriftResult) -> Finding:
         return Finding(PredictionDrift.name, result.drifted, result.insufficient, (),
                        f"predicted-class mix chi2={result.statistic:.1f} p={result.p_value:.2g} "
-                       f"JS={result.js_distance:.3f}")
+                       f"JS={result.js_distance:.3f}",
+                       (Evidence("", "chi2", result.statistic, p_value=result.p_value, effect=result.js_distance,
+                                 effect_name="js_distance"),))
 
     @staticmethod
     def samples(result: PredictionDriftResult) -> Iterator[Sample]:
