@@ -149,6 +149,9 @@ def build_alerting(config: Config, registry: CollectorRegistry, producer: Produc
         store = FileStore(config.alerts.state.path)
     else:
         store = MemoryStore()
+        if config.alerts.channels or config.alerts.webhook is not None:
+            log.warning("alerts.state.path is not set: alert state lives in memory, so a restart forgets firing "
+                        "alerts (they fire again, and the ones that end are never resolved)")
     metrics = AlertMetrics(registry)
     try:
         rules = AlertRules(config.alerts, store)

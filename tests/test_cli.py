@@ -119,6 +119,20 @@ def test_run_with_a_missing_profile_fails_at_start(tmp_path: Path, capsys: pytes
     assert "nowhere.npz does not exist" in capsys.readouterr().err
 
 
+def test_run_with_an_unreadable_alert_secret_fails_at_start_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support import free_port, write_profile
+
+    profile = write_profile(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"models: [{{name: tabular, version: 7, profile: {profile}}}]\n"
+                      f"server: {{port: {free_port()}}}\n"
+                      f"alerts: {{channels: [{{type: pagerduty, routing_key_file: {tmp_path / 'no-key'}}}]}}\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "alerts.channels[0].routing_key_file: cannot read" in err and "no-key" in err
+
+
 def test_help_lists_the_commands() -> None:
     done = subprocess.run([sys.executable, "-m", "monitor.cli", "--help"], capture_output=True, text=True,
                           timeout=60)

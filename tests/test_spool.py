@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from collectors import DROP_REASONS, ConnectingProducer, EventProducer, Events
+from collectors import producer as producer_module
 from collectors.spool import Spool, SpoolError, SpoolRecord
 from monitor.errors import TransportError
 from monitor.events import decode_record
@@ -71,6 +72,23 @@ def test_max_bytes_bounds_the_files_and_refuses_appends(tmp_path: Path) -> None:
     assert spool.bytes == sum(p.stat().st_size for p in tmp_path.glob("*.seg")) <= 10_000
     spool.release(spool.read(per_segment)[-1])  # freeing a segment makes room again
     assert spool.append(rec)
+
+
+def test_a_read_cut_short_by_bytes_inside_a_segment_never_skips_to_the_next(tmp_path: Path) -> None:
+    """A read that the byte bound stops inside a segment used to go on at the start of the next one (it counted
+    frame bytes while scanning and value bytes after), so the window skipped the rest of the segment and
+    releasing its last record gave those records up unread: the chaos test lost a contiguous range of events."""
+    spool = Spool(tmp_path, segment_bytes=20 * framed(record(0)))  # 20 records per segment
+    for i in range(100):
+        spool.append(record(i))
+    window = spool.read(1000, max_bytes=1200)  # 12 values of 100 bytes, but 12 frames hold ~2000 bytes
+    assert [r.value for r in window] == [record(i).value for i in range(12)]
+    drained: list[bytes] = []
+    while window := spool.read(1000, max_bytes=1200):
+        drained += [r.value for r in window]
+        spool.release(window[-1])
+    assert drained == [record(i).value for i in range(100)]  # each record once, in order, none skipped
+    assert (len(spool), spool.segments) == (0, 0)
 
 
 @pytest.mark.parametrize("policy", ["always", "segment", "never"])
@@ -208,6 +226,29 @@ def test_a_shutdown_during_an_outage_keeps_events_on_disk_for_the_next_run(tmp_p
     second.close(DEADLINE_S)
     assert sorted(ids_on(up, "events")) == sorted(e.request_id for e in sent[50:])
     assert sample(registry, "events_replayed_total") == 250
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_replay_windows_bounded_by_bytes_lose_nothing_across_segments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay windows cut short by their byte bound inside a segment (as the 8 MiB bound cuts 16 MiB segments in
+    a long outage) must replay every record: each window's last record is released, with all before it."""
+    down = MemoryBus(max_records_per_partition=1)
+    down.consumer(["events"], "reader")
+    sent = events(300, np.random.default_rng(4))
+    first = EventProducer(down.producer(), "events", batch_events=1, spool=Spool(tmp_path, segment_bytes=20_000),
+                          ack_timeout_s=1.0)
+    assert first.submit(Events(sent))
+    first.close(DEADLINE_S)
+    assert len(Spool(tmp_path)) == 299 and len(list(tmp_path.glob("*.seg"))) > 3
+    # Single events: a record's headers weigh about as much as its value, and a window stops inside a segment.
+    monkeypatch.setattr(producer_module, "_REPLAY_BYTES", 4000)
+    up, registry = MemoryBus(), CollectorRegistry()
+    second = EventProducer(up.producer(), "events", registry=registry, spool=Spool(tmp_path), ack_timeout_s=1.0)
+    wait_until(lambda: sample(registry, "spooling") == 0, "the spool replayed")
+    second.close(DEADLINE_S)
+    assert sorted(ids_on(up, "events")) == sorted(e.request_id for e in sent[1:])
+    assert sample(registry, "events_replayed_total") == 299
     assert list(tmp_path.glob("*.seg")) == []
 
 
