@@ -308,8 +308,9 @@ class Spool:
     # -- reading -----------------------------------------------------------------------------------------------
     def read(self, max_records: int, max_bytes: int | None = None) -> list[SpoolRecord]:
         """The oldest unreleased records: at most ``max_records``, and no more once ``max_bytes`` of values
-        are reached (but always at least one). Reading does not release: the same records are returned until
-        :meth:`release` passes them.
+        are reached (but always at least one). They follow one another from the oldest with none left out, so
+        releasing the last one gives up exactly these. Reading does not release: the same records are returned
+        until :meth:`release` passes them.
         """
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records!r}")
