@@ -254,6 +254,8 @@ def decode_record_lenient(value: bytes) -> Decoded:
             event = _event_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             error: EventError | None = _classify(exc, prefix=f"$.events[{i}]")
+        except msgspec.DecodeError as exc:  # msgspec 0.23 reports invalid UTF-8 inside a Raw part so
+            error = EventError("malformed_json", f"{exc} at $.events[{i}]")
         except (UnicodeDecodeError, RecursionError) as exc:
             error = _undecodable(exc, f" at $.events[{i}]")
         else:
