@@ -114,8 +114,7 @@ class Pipeline:
     def step(self, poll_timeout_s: float = 0.2) -> int:
         """One poll: handle its records, close due windows, commit when a window closed or every 5 s."""
         messages = self._consumer.poll(poll_timeout_s)
-        if self._consumer.rebalances != self._assignments:
-            self._reassigned()
+        if self._consumer.rebalances != self._assignments and self._reassigned():
             messages = []  # read again from the last commit, after the rewind
         closed = 0
         for message in messages:
@@ -153,21 +152,27 @@ class Pipeline:
         self._committed.update(safe)
         self._metrics.commits.inc()
 
-    def _reassigned(self) -> None:
-        """The consumer was (re)assigned partitions: drop what this pipeline held uncommitted and read every
-        partition it owns again from the last commit, so that nothing is doubled or lost."""
+    def _reassigned(self) -> bool:
+        """The consumer was (re)assigned partitions. If this pipeline held anything uncommitted (open windows,
+        records read past the last commit), drop it and read every partition it owns again from the last commit,
+        so that nothing is doubled or lost; returns whether it did. Holding nothing (at start), it goes on."""
         first = self._assignments == 0
         self._assignments = self._consumer.rebalances
+        if not first:
+            self._metrics.rebalances.inc()
+        held = self._windows.open_events > 0 or any(
+            self._committed.get(tp, (None, 0))[0] != offset for tp, offset in self._consumed.items())
+        self._resumed.clear()
+        if not held:
+            return False
         self._consumer.rewind()
         dropped = self._windows.drop_all()
         self._consumed.clear()
         self._committed.clear()
-        self._resumed.clear()
         self._metrics.window_events.set(0)
-        if not first:
-            self._metrics.rebalances.inc()
-            log.warning("consumer group rebalanced: reading every assigned partition from its last commit again "
-                        "(%d uncommitted event(s) in open windows dropped, to be read again)", dropped)
+        log.warning("consumer group rebalanced: reading every assigned partition from its last commit again "
+                    "(%d uncommitted event(s) in open windows dropped, to be read again)", dropped)
+        return True
 
     # -- records ---------------------------------------------------------------------------------------
     def _handle(self, message: Message) -> int:

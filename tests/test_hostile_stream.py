@@ -24,7 +24,7 @@ from monitor.metrics import daemon_metrics
 from monitor.pipeline import Pipeline, WindowResult
 from monitor.profiles import load_profile
 from monitor.transport import KafkaTransport, MemoryBus, Transport, ensure_topics
-from tests.support import MODEL, VERSION, events, wait_until, write_profile
+from tests.support import DEADLINE_S, MODEL, VERSION, events, wait_until, write_profile
 
 KEY = f"{MODEL}/{VERSION}"
 SIZE = 100
@@ -74,7 +74,9 @@ def _run(s: Setup, group: str, until: int) -> tuple[list[WindowResult], Collecto
     consumer = s.transport.consumer([s.config.topics.events], group)
     pipeline = Pipeline(s.config, {KEY: load_profile(s.config.models[0].profile)}, consumer, s.transport.producer(),
                         daemon_metrics(registry), on_result=results.append)
-    wait_until(lambda: pipeline.step(0.1) >= 0 and pipeline.messages >= until, f"{until} records consumed")
+    # A group join on a broker starved by a busy machine has taken more than a minute in CI: be generous.
+    wait_until(lambda: pipeline.step(0.1) >= 0 and pipeline.messages >= until, f"{until} records consumed",
+               timeout_s=3 * DEADLINE_S)
     pipeline.commit()
     consumer.close()
     return results, registry

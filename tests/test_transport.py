@@ -95,7 +95,7 @@ def send_all(
 
     for key, value in records:
         producer.send(topic, value, key=key, on_done=done)
-    producer.flush(10)
+    producer.flush(DEADLINE_S)
     return results
 
 
@@ -106,7 +106,7 @@ def test_round_trip_value_key_headers(harness: Harness) -> None:
     results: list[BaseException | None] = []
     producer.send(topic, b"payload", key=b"model-a", headers=headers, on_done=results.append)
     producer.send(topic, b"no-key")
-    producer.flush(10)
+    producer.flush(DEADLINE_S)
     assert results == [None]
     consumer = harness.transport.consumer([topic], _name("g"))
     got = {m.value: m for m in drain(consumer, 2)}
