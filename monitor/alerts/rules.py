@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from monitor.alerts.notification import LINKS, Alert, Status
@@ -91,13 +91,6 @@ class _State:
                    notified_at=float(state.get("notified_at", 0.0)), repeats=int(state.get("repeats", 0)))
 
 
-@dataclass
-class _Pending:
-    """Changed fingerprints not yet saved."""
-
-    fingerprints: set[str] = field(default_factory=set)
-
-
 class AlertRules:
     """k-of-n firing, r-consecutive resolution and repeats, per fingerprint, as the ``alerts:`` section says.
 
@@ -115,7 +108,7 @@ class AlertRules:
             raise ConfigError(f"alerts: need 1 <= breaches <= of, got breaches={alerts.breaches}, of={alerts.of}")
         self.store: StateStore = store if store is not None else MemoryStore()
         self._clock = clock
-        self._dirty = _Pending()
+        self._dirty: set[str] = set()  # fingerprints changed since the last flush
         self._rules: dict[tuple[str, str | None], RuleConfig] = {(r.detector, r.model): r for r in alerts.rules}
         self._state: dict[str, _State] = {}
         for fingerprint, saved in self.store.load().items():
@@ -151,7 +144,7 @@ class AlertRules:
             return None
         st.seen.append(obs.window_id)
         st.recent.append(obs.drifted)
-        self._dirty.fingerprints.add(fingerprint)
+        self._dirty.add(fingerprint)
         now = self._clock()
         if obs.drifted:
             st.clean = 0
@@ -191,7 +184,7 @@ class AlertRules:
                               evidence=(Evidence("", "silent_s", silent_s, threshold=rule.after_s),))
             st.firing = self._alert(fingerprint, "firing", rule, obs, started_at=now)
             st.notified_at = now
-            self._dirty.fingerprints.add(fingerprint)
+            self._dirty.add(fingerprint)
             return st.firing
         if silent_s < rule.after_s and st is not None and st.firing is not None:
             now = self._clock()
@@ -200,7 +193,7 @@ class AlertRules:
                               summary=f"events from {model}/{version} arrive again")
             st.firing = None
             st.notified_at = now
-            self._dirty.fingerprints.add(fingerprint)
+            self._dirty.add(fingerprint)
             return self._alert(fingerprint, "resolved", rule, obs, started_at=started, ended_at=now)
         return None
 
@@ -217,11 +210,11 @@ class AlertRules:
 
     def flush(self) -> None:
         """Save the fingerprints changed since the last flush (one write per window, not per detector)."""
-        if not self._dirty.fingerprints:
+        if not self._dirty:
             return
-        changed = {fp: self._state[fp].dump() for fp in self._dirty.fingerprints if fp in self._state}
+        changed = {fp: self._state[fp].dump() for fp in self._dirty if fp in self._state}
         self.store.save(changed)
-        self._dirty = _Pending()
+        self._dirty = set()
 
     def _of(self, saved: Mapping[str, Any]) -> int:
         firing = saved.get("firing")

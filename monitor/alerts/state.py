@@ -57,15 +57,15 @@ class MemoryStore:
         return None
 
 
-class FileStore:
+class FileStore(MemoryStore):
     """The whole state in one JSON file, replaced atomically on every save.
 
     An unreadable or corrupt file at start is an error naming it (``alerts.state.path``): starting with no state
     would re-send every firing alert and never resolve them."""
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = Path(path)
-        self._states: dict[str, State] = {}
 
     def load(self) -> dict[str, State]:
         try:
@@ -85,16 +85,12 @@ class FileStore:
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"alerts.state.path: {self.path} is not a valid alert state file ({exc}); move it "
                               f"aside to start without alert state") from exc
-        self._states = states
+        self.states = states
         return dict(states)
 
     def save(self, changed: Mapping[str, State | None]) -> None:
-        for fingerprint, state in changed.items():
-            if state is None:
-                self._states.pop(fingerprint, None)
-            else:
-                self._states[fingerprint] = state
-        body = json.dumps({"schema": "inferwatch.alert-state/v1", "fingerprints": self._states},
+        super().save(changed)
+        body = json.dumps({"schema": "inferwatch.alert-state/v1", "fingerprints": self.states},
                           sort_keys=True, allow_nan=False).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
@@ -112,6 +108,3 @@ class FileStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-    def close(self) -> None:
-        return None
