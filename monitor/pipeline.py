@@ -19,7 +19,7 @@ from functools import partial
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from monitor.alerts import Alerting, AlertMetrics, AlertRules, Channel, Observation
+from monitor.alerts import AlertedWindow, Alerting, AlertMetrics, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.detection import REGISTRY, DetectorClass
 from monitor.errors import CommitRejected, EventError
@@ -311,6 +311,7 @@ class Pipeline:
         observe = partial(Observation, model=result.model, version=result.version, window=result.index,
                           window_id=result.window_id, window_start=result.first_time, window_end=result.last_time,
                           training_run=result.training_run, n_events=result.n_events)
-        self._alerting.window(observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
-                                      features=f.features, summary=f.summary, evidence=f.evidence) for f in found)
+        self._alerting.window((observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
+                                       features=f.features, summary=f.summary, evidence=f.evidence) for f in found),
+                              AlertedWindow(result, window))
 

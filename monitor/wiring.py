@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.alerts import (
     Alert,
+    AlertHook,
     Alerting,
     AlertMetrics,
     AlertRules,
@@ -133,9 +134,9 @@ class Wiring:
 
 
 def build_alerting(config: Config, registry: CollectorRegistry, producer: Producer,
-                   extra: Sequence[Channel] = ()) -> Alerting:
-    """Rules with their saved state, and the configured channels (then ``extra``); undeliverable notifications
-    go to the dead-letter topic with reason ``alert_undeliverable``."""
+                   extra: Sequence[Channel] = (), hooks: Sequence[AlertHook] = ()) -> Alerting:
+    """Rules with their saved state, the configured channels (then ``extra``) and ``hooks``; undeliverable
+    notifications go to the dead-letter topic with reason ``alert_undeliverable``."""
     def dead_letter(alert: Alert, channel: str, problem: str) -> None:
         producer.send(config.topics.deadletter, alert.to_json(), alert.fingerprint.encode(), [
             ("inferwatch_reason", b"alert_undeliverable"), ("inferwatch_detail", problem[:1000].encode()),
@@ -159,7 +160,7 @@ def build_alerting(config: Config, registry: CollectorRegistry, producer: Produc
     except BaseException:
         store.close()
         raise
-    return Alerting(rules, channels, metrics, models=[(m.name, m.version) for m in config.models])
+    return Alerting(rules, channels, metrics, models=[(m.name, m.version) for m in config.models], hooks=hooks)
 
 
 def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None, *,

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.alerts import Alert, Alerting, AlertMetrics, AlertRules, FileStore, MemoryChannel, Observation
+from monitor.alerts import (
+    Alert,
+    AlertedWindow,
+    Alerting,
+    AlertMetrics,
+    AlertRules,
+    FileStore,
+    MemoryChannel,
+    Observation,
+)
 from monitor.config import AlertsConfig, RuleConfig, load_config_text
 from monitor.detection.base import Evidence
 from monitor.errors import ConfigError
@@ -115,7 +125,7 @@ def test_a_notification_carries_evidence_window_and_links() -> None:
     assert payload["evidence"][0] == {"feature": "f1", "statistic": "ks", "value": 0.31, "threshold": 0.01,
                                       "p_value": 2e-12, "effect": 0.9, "effect_name": "w"}
     assert payload["links"] == {"dashboard": "http://grafana:3000/d/iw?var-model=digits&from=100000&to=160500",
-                                "report": "", "training_run": "runs/42"}  # the report is not configured: empty
+                                "report": "", "snapshot": "", "training_run": "runs/42"}  # not configured: empty
     assert Alert.from_dict(payload) == alert
 
 
@@ -208,3 +218,40 @@ def test_the_state_file_is_replaced_atomically(tmp_path: Path) -> None:
 def test_bad_alert_config_fails_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config_text("models: []\n" + text)
+
+
+def test_hooks_link_every_notification_before_it_is_sent_and_get_the_window_after() -> None:
+    seen: list[tuple[list[Alert], AlertedWindow]] = []
+
+    class Hook:
+        name = "probe"
+
+        def links(self, alert: Alert) -> dict[str, str]:
+            return {"report": f"http://daemon/reports/{alert.model}/{alert.version}/{alert.window_id}.html"}
+
+        def fired(self, alerts: list[Alert], window: AlertedWindow) -> None:
+            seen.append((alerts, window))
+
+        def close(self, timeout_s: float = 10.0) -> None:
+            seen.clear()
+
+    class Broken(Hook):
+        name = "broken"
+
+        def links(self, alert: Alert) -> dict[str, str]:
+            raise RuntimeError("no links today")
+
+        def fired(self, alerts: list[Alert], window: AlertedWindow) -> None:
+            raise RuntimeError("no work today")
+
+    channel = MemoryChannel()
+    alerting = Alerting(AlertRules(AlertsConfig(breaches=1, of=1)), [channel], AlertMetrics(CollectorRegistry()),
+                        hooks=[Broken(), Hook()])
+    context = AlertedWindow(result=SimpleNamespace(window_id="w0"), window=object())  # type: ignore[arg-type]
+    sent = alerting.window([Observation("digits", "3", "feature_drift", 0, "w0", 1.0, 2.0, True)], context)
+    assert [a.links["report"] for a in channel.alerts] == ["http://daemon/reports/digits/3/w0.html"]
+    assert seen == [(sent, context)]  # the broken hook cost only its own work
+    assert alerting.window([Observation("digits", "3", "feature_drift", 1, "w1", 2.0, 3.0, True)], context) == []
+    assert len(seen) == 1  # no notification (still firing, not yet due for a repeat): no call
+    alerting.close(timeout_s=1)
+    assert seen == []

@@ -5,6 +5,7 @@
 * :mod:`~monitor.alerts.delivery` — one bounded queue and worker per channel, retries, dead letters, metrics.
 * one module per channel format: :mod:`~monitor.alerts.webhook` (Standard Webhooks signatures),
   :mod:`~monitor.alerts.slack`, :mod:`~monitor.alerts.alertmanager`, :mod:`~monitor.alerts.pagerduty`.
+* :mod:`~monitor.alerts.hooks` — links and work added to each alert (reports, Grafana annotations).
 * :mod:`~monitor.alerts.service` — what the pipeline calls.
 
 It depends on window findings and the config, never on the daemon's metrics module.
@@ -12,11 +13,12 @@ It depends on window findings and the config, never on the daemon's metrics modu
 
 from monitor.alerts.channels import Channel, MemoryChannel, build_channels
 from monitor.alerts.delivery import AlertMetrics, Delivery
+from monitor.alerts.hooks import AlertedWindow, AlertHook
 from monitor.alerts.notification import Alert
 from monitor.alerts.rules import AlertRules, Observation
 from monitor.alerts.service import Alerting
 from monitor.alerts.state import FileStore, MemoryStore, StateStore
 from monitor.detection.base import Evidence
 
-__all__ = ["Alert", "AlertMetrics", "AlertRules", "Alerting", "Channel", "Delivery", "Evidence", "FileStore",
-           "MemoryChannel", "MemoryStore", "Observation", "StateStore", "build_channels"]
+__all__ = ["Alert", "AlertHook", "AlertMetrics", "AlertRules", "AlertedWindow", "Alerting", "Channel", "Delivery",
+           "Evidence", "FileStore", "MemoryChannel", "MemoryStore", "Observation", "StateStore", "build_channels"]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from monitor.alerts.channels import Channel
 from monitor.alerts.delivery import AlertMetrics
+from monitor.alerts.hooks import AlertedWindow, AlertHook
 from monitor.alerts.notification import Alert
 from monitor.alerts.rules import NO_DATA, AlertRules, Observation
 from monitor.config import SEVERITIES
@@ -22,9 +23,11 @@ log = logging.getLogger(__name__)
 
 class Alerting:
     def __init__(self, rules: AlertRules, channels: Sequence[Channel], metrics: AlertMetrics,
-                 models: Iterable[tuple[str, str]] = (), clock: Callable[[], float] = time.monotonic) -> None:
+                 models: Iterable[tuple[str, str]] = (), clock: Callable[[], float] = time.monotonic,
+                 hooks: Sequence[AlertHook] = ()) -> None:
         self.rules = rules
         self.channels = list(channels)
+        self.hooks = list(hooks)
         self._metrics = metrics
         self._clock = clock
         start = clock()
@@ -37,9 +40,17 @@ class Alerting:
             channel.restore(firing)
         self._export()
 
-    def window(self, observations: Iterable[Observation]) -> list[Alert]:
+    def window(self, observations: Iterable[Observation], context: AlertedWindow | None = None) -> list[Alert]:
+        """Observe one window's findings; the notifications they raise are sent, then handed to the hooks with
+        ``context`` (the window itself)."""
         alerts = [a for obs in observations if (a := self.rules.observe(obs)) is not None]
         self._publish(alerts)
+        if alerts and context is not None:
+            for hook in self.hooks:
+                try:
+                    hook.fired(alerts, context)
+                except Exception:  # a hook's failure costs its own work, never the alert or the pipeline
+                    log.exception("alert hook %s failed on window %s", hook.name, context.result.window_id)
         return alerts
 
     def seen(self, model: str, version: str, event_time: float) -> None:
@@ -64,9 +75,17 @@ class Alerting:
     def close(self, timeout_s: float = 10.0) -> None:
         for channel in self.channels:
             channel.close(timeout_s=timeout_s)
+        for hook in self.hooks:
+            hook.close(timeout_s=timeout_s)
         self.rules.store.close()
 
     def _publish(self, alerts: list[Alert]) -> None:
+        for hook in self.hooks:  # links first: the saved state and every channel carry them
+            for alert in alerts:
+                try:
+                    alert.links.update(hook.links(alert))
+                except Exception:
+                    log.exception("alert hook %s could not link alert %s", hook.name, alert.id)
         self.rules.flush()  # durable before anyone is told: a restart never sends a notification twice
         for alert in alerts:
             log.warning("alert %s%s: %s %s/%s window #%d: %s", alert.status.upper(),
