@@ -28,7 +28,8 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     try:
         server = DaemonServer.from_config(config.server, wiring.registry, ready=lambda: not wiring.stop.is_set(),
                                           ingest=wiring.producer if embedded else None,
-                                          topics={"events": config.topics.events, "feedback": config.topics.feedback})
+                                          topics={"events": config.topics.events, "feedback": config.topics.feedback},
+                                          pages={"/": wiring.status.handler})
     except BaseException:
         wiring.close()
         raise

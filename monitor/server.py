@@ -1,4 +1,5 @@
-"""The daemon's HTTP server: ``/metrics``, ``/healthz``, ``/readyz`` and, on the embedded bus, ingest.
+"""The daemon's HTTP server: ``/metrics``, ``/healthz``, ``/readyz``, pages (the status page on ``/``, reports
+under ``/reports/``) and, on the embedded bus, ingest.
 
 ``POST /v1/events`` and ``POST /v1/feedback`` accept one record value (an event or a batch envelope, as in
 ``monitor/schemas/record.schema.json``) and put it on the bus; validation happens in the pipeline, exactly
@@ -27,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -37,7 +38,10 @@ from monitor.config import ServerConfig
 from monitor.errors import ConfigError
 from monitor.transport import Producer
 
-__all__ = ["DaemonServer"]
+__all__ = ["DaemonServer", "PageHandler"]
+
+#: Serves one ``GET``: takes the request path (no query), returns (status code, body, content type).
+PageHandler = Callable[[str], tuple[int, bytes, str]]
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +92,25 @@ class DaemonServer:
     ingest : the embedded bus's producer; ``None`` (on Kafka) disables ``POST``.
     topics : ``{"events": topic, "feedback": topic}``, the ingest routes' topics.
     max_body_bytes, read_timeout_s, max_connections, backlog : see :class:`~monitor.config.ServerConfig`.
+    pages : ``GET`` handlers by path; a path that ends in ``/`` (other than ``/`` itself) serves everything
+        under it. A handler that raises answers 500; the server goes on.
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
                  ingest: Producer | None = None, topics: dict[str, str] | None = None,
                  max_body_bytes: int = _DEFAULTS.max_body_bytes, read_timeout_s: float = _DEFAULTS.read_timeout_s,
-                 max_connections: int = _DEFAULTS.max_connections, backlog: int = _DEFAULTS.backlog) -> None:
+                 max_connections: int = _DEFAULTS.max_connections, backlog: int = _DEFAULTS.backlog,
+                 pages: Mapping[str, PageHandler] | None = None) -> None:
         requests = Counter("inferwatch_http_requests_total", "HTTP requests served by the daemon.",
                            ("path", "code"), registry=registry)
         routes = {f"/v1/{kind}": topic for kind, topic in (topics or {}).items()} if ingest else {}
+        handlers: dict[str, PageHandler] = dict(pages or {})
+
+        def page_of(path: str) -> str | None:
+            """The ``pages`` key that serves ``path`` (also its bounded ``path`` label), if any."""
+            if path in handlers:
+                return path
+            return next((key for key in handlers if key != "/" and key.endswith("/") and path.startswith(key)), None)
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "inferwatch"
@@ -108,7 +122,8 @@ class DaemonServer:
             def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
                        close: bool = False) -> None:
                 path = self.path.split("?", 1)[0]
-                requests.labels(path=path if path in _KNOWN or path in routes else "other", code=str(code)).inc()
+                label = path if path in _KNOWN or path in routes else page_of(path) or "other"
+                requests.labels(path=label, code=str(code)).inc()
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -127,6 +142,14 @@ class DaemonServer:
                 elif path == "/readyz":
                     ok = ready()
                     self._reply(200 if ok else 503, b"ready\n" if ok else b"starting\n")
+                elif (key := page_of(path)) is not None:
+                    try:
+                        code, body, content_type = handlers[key](path)
+                    except Exception:
+                        log.exception("page %s failed", path[:200])
+                        self._reply(500, b"this page failed; the daemon's log says why\n")
+                        return
+                    self._reply(code, body, content_type)
                 else:
                     self._reply(404, b"not found\n")
 
@@ -200,11 +223,12 @@ class DaemonServer:
 
     @classmethod
     def from_config(cls, config: ServerConfig, registry: CollectorRegistry, ready: Callable[[], bool],
-                    ingest: Producer | None = None, topics: dict[str, str] | None = None) -> DaemonServer:
+                    ingest: Producer | None = None, topics: dict[str, str] | None = None,
+                    pages: Mapping[str, PageHandler] | None = None) -> DaemonServer:
         """The server that the ``server:`` section of the config describes."""
         return cls(config.host, config.port, registry, ready, ingest, topics, max_body_bytes=config.max_body_bytes,
                    read_timeout_s=config.read_timeout_s, max_connections=config.max_connections,
-                   backlog=config.backlog)
+                   backlog=config.backlog, pages=pages)
 
     @property
     def port(self) -> int:

@@ -37,6 +37,7 @@ from monitor.evaluation import WindowResult
 from monitor.metrics import DaemonMetrics, daemon_metrics
 from monitor.pipeline import Pipeline
 from monitor.profiles import Profile, load_profile
+from monitor.status import StatusBoard, WatchedModelInfo
 from monitor.transport import Consumer, KafkaTransport, MemoryBus, Producer, Transport, ensure_topics, wait_until_ready
 
 __all__ = ["Wiring", "build_pipeline", "build_transport", "load_profiles"]
@@ -94,6 +95,7 @@ class Wiring:
     metrics: DaemonMetrics
     alerting: Alerting
     pipeline: Pipeline
+    status: StatusBoard
     stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)  # from start()
     _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -195,7 +197,17 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     alerting: Alerting | None = None
     try:
         alerting = build_alerting(config, registry, producer, channels)
-        pipeline = Pipeline(config, profiles, consumer, producer, metrics, alerting=alerting, on_result=on_result)
+        status = StatusBoard([WatchedModelInfo(m.name, m.version, m.profile, m.training_run or
+                                               _profile_run(profiles.get(m.key))) for m in config.models],
+                             firing=lambda: alerting.rules.firing if alerting is not None else (),
+                             dashboard_url=config.alerts.dashboard_url)
+
+        def on_window(result: WindowResult) -> None:
+            status.add(result)
+            if on_result is not None:
+                on_result(result)
+
+        pipeline = Pipeline(config, profiles, consumer, producer, metrics, alerting=alerting, on_result=on_window)
     except BaseException:  # nothing half-built is left running
         if alerting is not None:
             alerting.close(timeout_s=0)
@@ -204,5 +216,9 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
         transport.close()
         raise
     return Wiring(config=config, transport=transport, producer=producer, consumer=consumer, registry=registry,
-                  metrics=metrics, alerting=alerting, pipeline=pipeline,
+                  metrics=metrics, alerting=alerting, pipeline=pipeline, status=status,
                   stop=threading.Event() if stop is None else stop)
+
+
+def _profile_run(profile: Profile | None) -> str | None:
+    return None if profile is None else profile.training_run
