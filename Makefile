@@ -10,8 +10,9 @@ PYTEST_ARGS ?=
 .PHONY: install system-deps bench-install bench demo test lint typecheck kafka-up kafka-down clean gpu-check
 
 # Debian packages the tests and benchmarks use beside Java and Maven: a real Prometheus scrapes the daemon,
-# nginx is the sidecar's peer in its benchmark, wrk drives both. Installed when missing and we are root.
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager nginx wrk
+# nginx is the sidecar's peer in its benchmark, wrk drives both, headless chromium opens the status page and
+# the reports. Installed when missing and we are root.
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager nginx wrk chromium
 
 install: $(VENV)/.installed
 
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-deps:
-	@missing=""; for c in prometheus prometheus-alertmanager nginx wrk; do \
+	@missing=""; for c in $(SYSTEM_PACKAGES); do \
 	  command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing from Debian"; \

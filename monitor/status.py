@@ -181,7 +181,7 @@ def _link_or_text(value: str) -> str:
 
 _HEAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="10"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>inferwatch status</title><style>
+<title>inferwatch status</title><link rel="icon" href="data:,"><style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d2330;background:#fafbfc}
 h1{margin:0;font-size:1.5em}h2{font-size:1.15em;margin:1.2em 0 .3em}header p,.quiet{color:#5b6577}
 table{border-collapse:collapse;background:#fff;font-size:13px}th,td{border:1px solid #d9dee7;padding:3px 7px;
