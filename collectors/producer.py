@@ -92,7 +92,7 @@ def producer_metrics(registry: CollectorRegistry) -> ProducerMetrics:
         acked=Counter("inferwatch_collector_events_acked_total",
                       "Events acknowledged by the broker (replayed ones included).", registry=registry),
         send_errors=Counter("inferwatch_collector_send_errors_total", "Failed batch sends.", registry=registry),
-        send_seconds=Histogram("inferwatch_collector_send_seconds", "Batch send to acknowledgement.",
+        send_seconds=Histogram("inferwatch_collector_send_duration_seconds", "Batch send to acknowledgement.",
                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
                                registry=registry),
         spooling=Gauge("inferwatch_collector_spooling", "1 while batches go to the disk spool (broker unreachable "

@@ -19,6 +19,7 @@ time per output token are summarised (p50/p95/p99) but not tested here: latency 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -208,6 +209,10 @@ class LLMQualityResult:
         Time to first token and time per output token, in seconds.
     findings : tuple of str
         One short sentence per significant test, naming what moved.
+    output_tokens : Percentiles
+        Output length in tokens.
+    mean_logprob : float
+        Mean of the outputs' mean token log-probabilities (NaN when none carried one).
     """
 
     n: int
@@ -216,6 +221,8 @@ class LLMQualityResult:
     ttft_s: Percentiles
     tpot_s: Percentiles
     findings: tuple[str, ...]
+    output_tokens: Percentiles = Percentiles(math.nan, math.nan, math.nan, 0)
+    mean_logprob: float = math.nan
 
     @property
     def drifted(self) -> bool:
@@ -366,4 +373,6 @@ def llm_quality(
         ttft_s=_percentiles(ttft),
         tpot_s=_percentiles(tpot),
         findings=tuple(_finding(t) for t in tests if t.significant),
+        output_tokens=_percentiles(tokens),
+        mean_logprob=float(finite_lp.mean()) if finite_lp.size else math.nan,
     )

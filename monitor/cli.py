@@ -9,9 +9,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import __version__
 from monitor.errors import InferwatchError
+
+if TYPE_CHECKING:
+    from monitor.datafiles import Table
 
 log = logging.getLogger("inferwatch")
 
@@ -92,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
                             "p = 2 / C(n+m, m): 1 row can be enough against 2,000 reference rows at alpha 0.01, "
                             "2 rows with 20 features; against 50 reference rows, 2 and 3")
     drift.add_argument("--json", action="store_true", help="print one JSON object")
+    drift.add_argument("--report", type=Path, default=None, metavar="FILE.html",
+                       help="also write an Evidently report (data drift; classification quality when the current "
+                            "file has labels and predictions), as the daemon does per alert; needs "
+                            "pip install 'inferwatch[reports]'")
     drift.set_defaults(func=_drift)
 
     base = sub.add_parser("baseline", help="build a reference profile from training or validation data",
@@ -125,6 +133,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--alerts-config", metavar="FILE", default=None,
                       help="a YAML file with an alerts: section (rules, channels: webhook, slack, alertmanager, "
                            "pagerduty): the demo's alerts go to those channels too")
+    demo.add_argument("--out", type=Path, default=None, metavar="DIR",
+                      help="leave in DIR: the rendered Grafana dashboards, the window results (windows.jsonl), the "
+                           "alerts (alerts.jsonl), an Evidently report per alerting window (reports/) and the "
+                           "annotation and snapshot requests for Grafana (grafana/: recorded, or sent with "
+                           "--grafana-url)")
+    demo.add_argument("--grafana-url", default=None, metavar="URL",
+                      help="with --out: send annotations and snapshots to this Grafana instead of recording them")
+    demo.add_argument("--grafana-token-file", type=Path, default=None, metavar="FILE",
+                      help="service-account token (Editor role) for --grafana-url")
     demo.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=_demo)
 
@@ -165,6 +182,41 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of Kafka record values")
     schema.set_defaults(func=_schema)
+
+    boards = sub.add_parser("dashboards", help="Grafana dashboards: write them as files, or push them to Grafana",
+                            description="The classifier, generator and fleet dashboards (Grafana 11.6 JSON models "
+                                        "over inferwatch's Prometheus metrics). Needs pip install "
+                                        "'inferwatch[grafana]'.")
+    boards_sub = boards.add_subparsers(title="actions", required=True, metavar="ACTION")
+    render = boards_sub.add_parser(
+        "render", help="write the dashboards' JSON and a file-provisioning YAML",
+        description="Write DIR/classifier.json, generator.json, fleet.json and DIR/provisioning.yaml, a dashboard "
+                    "provider of type file for Grafana's provisioning/dashboards/ (or one ConfigMap holding "
+                    "all four files; set options.path to where the JSON files are mounted).")
+    render.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (made if missing)")
+    render.add_argument("--prefix", default="inferwatch",
+                        help="dashboard uid prefix: uids are PREFIX-classifier, ... (default inferwatch)")
+    render.add_argument("--folder", default="inferwatch", metavar="NAME",
+                        help="Grafana folder the provisioning YAML loads them into (default inferwatch)")
+    render.set_defaults(func=_dashboards_render)
+    push = boards_sub.add_parser(
+        "push", help="create or update the dashboards in a running Grafana (idempotent)",
+        description="Create the folder if it is missing, optionally the Prometheus data source (uid "
+                    "inferwatch-prometheus) if it is missing, and save every dashboard under its fixed uid, "
+                    "overwriting the one there: running it again changes nothing but the dashboards' versions. "
+                    "Needs a service-account token with the Editor role (Admin to create the data source). "
+                    "Exit status 0: pushed, 2: Grafana unreachable, token refused or unreadable, request rejected.")
+    push.add_argument("--url", required=True, help="Grafana's root URL, e.g. http://grafana:3000")
+    push.add_argument("--token-file", required=True, type=Path, metavar="FILE",
+                      help="file whose first line is the service-account token (never given on the command line)")
+    push.add_argument("--folder", default="inferwatch", metavar="NAME", help="folder title (default inferwatch)")
+    push.add_argument("--prefix", default="inferwatch", help="dashboard uid prefix (default inferwatch)")
+    push.add_argument("--datasource-url", default=None, metavar="PROM_URL",
+                      help="also create a Prometheus data source at this URL (e.g. http://prometheus:9090) if "
+                           "Grafana has none of uid inferwatch-prometheus")
+    push.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="limit of each request (default 10)")
+    push.set_defaults(func=_dashboards_push)
     return p
 
 
@@ -191,14 +243,18 @@ def _drift(args: argparse.Namespace) -> int:
     if not 0 <= args.min_effect <= 1:
         raise InferwatchError(f"--min-effect must be in [0, 1], got {args.min_effect}")
     detect = DetectConfig(alpha=args.alpha, correction=args.correction, min_effect=args.min_effect)
-    result = compare(read_table(args.reference), read_table(args.current), detect, min_samples=args.min_samples)
+    reference, current = read_table(args.reference), read_table(args.current)
+    result = compare(reference, current, detect, min_samples=args.min_samples)
     found = result.findings
     drifted = [f for f in found if f.drifted]
+    report = None if args.report is None else _drift_report(args, reference, current)
     if args.json:
         report = msgspec.to_builtins(result, enc_hook=plain)
         report["findings"] = [msgspec.to_builtins(f) for f in found]
         report["drifted"] = bool(drifted)
         report["drifted_features"] = list(result.drifted_features)
+        if args.report is not None:
+            report["report"] = str(args.report)
         print(json.dumps(report, default=float))
         return 1 if drifted else 0
     print(f"reference {args.reference} vs current {args.current} ({result.n_events} rows)")
@@ -213,7 +269,20 @@ def _drift(args: argparse.Namespace) -> int:
         print(f"{failure.detector:<18} {'FAILED':<8} {failure.error}")
     print(f"{len(drifted)} of {len(found)} detectors found a change (alpha {args.alpha}, {args.correction}, "
           f"KS >= {args.min_effect})")
+    if report is not None:
+        print(f"wrote the Evidently report to {args.report}: {report}")
     return 1 if drifted else 0
+
+
+def _drift_report(args: argparse.Namespace, reference: Table, current: Table) -> str:
+    """Write ``--report``; returns one line on what it shows."""
+    from monitor.reports.evidently_report import table_report
+
+    built = table_report(reference, current, title=f"{args.current.name} vs {args.reference.name}")
+    built.save(args.report)
+    drifted = ", ".join(built.drifted_features) or "none"
+    quality = "" if built.quality is None else f"; accuracy {built.quality.accuracy:.3f} on {built.quality.n} labels"
+    return f"{built.current_rows} rows vs {built.reference_rows} reference rows, Evidently drift in {drifted}{quality}"
 
 
 def _baseline(args: argparse.Namespace) -> int:
@@ -236,22 +305,35 @@ def _demo(args: argparse.Namespace) -> int:
         cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
         raise InferwatchError(f"the demo needs torch: pip install 'inferwatch[torch]' ({cause})") from exc
 
-    progress = (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    def progress(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
     from monitor.config import load_alerts_config
 
     alerts = None if args.alerts_config is None else load_alerts_config(args.alerts_config)
+    if args.grafana_url is not None and (args.out is None or args.grafana_token_file is None):
+        raise InferwatchError("--grafana-url needs --out DIR and --grafana-token-file FILE")
+    saved = None
+    if args.out is not None:
+        from monitor.demo.output import DemoOutput
+
+        saved = DemoOutput(args.out, args.grafana_url, args.grafana_token_file)
+        progress(f"dashboards rendered: {', '.join(str(p) for p in saved.dashboards())}")
     out: dict[str, object] = {}
     if args.model in ("cnn", "both"):
         report = run_demo(kafka=args.kafka, drift=args.drift, windows=args.windows, window_size=args.window_size,
-                          seed=args.seed, progress=progress, alerts=alerts)
+                          seed=args.seed, progress=progress, alerts=alerts, out=saved)
         out.update(asdict(report) | {"first_alert_window": report.first_alert_window})
         if not args.json:
             print(format_report(report), flush=True)
     if args.model in ("llm", "both"):
-        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress, alerts=alerts)
+        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress, alerts=alerts, out=saved)
         out["llm"] = asdict(llm)
         if not args.json:
             print("\n" + format_llm_report(llm))
+    if saved is not None:
+        progress(saved.summary())
     if args.json:
         print(json.dumps(out, default=float))
     return 0
@@ -315,6 +397,51 @@ def _sidecar(args: argparse.Namespace) -> int:
         events.close()  # what Kafka did not acknowledge is in the spool by now
         connecting.close(5.0)
         transport.close()
+    return 0
+
+
+def _dashboards_render(args: argparse.Namespace) -> int:
+    from dashboards import write_dashboards
+
+    try:
+        written = write_dashboards(args.out, prefix=args.prefix, folder=args.folder)
+    except ImportError as exc:  # grafana-foundation-sdk missing: the message says what to install
+        raise InferwatchError(str(exc)) from exc
+    except OSError as exc:
+        raise InferwatchError(f"--out: cannot write {args.out}: {exc.strerror or exc}") from exc
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _dashboards_push(args: argparse.Namespace) -> int:
+    from dashboards import build_dashboards
+    from monitor.errors import ConfigError
+    from monitor.grafana import Grafana, push_dashboards
+
+    try:
+        lines = [line.strip() for line in args.token_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file: cannot read {args.token_file}: "
+                          f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from exc
+    if not lines:
+        raise ConfigError(f"--token-file: {args.token_file} is empty")
+    if not args.url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url must start with http:// or https://, got {args.url!r}")
+    try:
+        models = build_dashboards(args.prefix)
+    except ImportError as exc:
+        raise InferwatchError(str(exc)) from exc
+    grafana = Grafana(args.url, lines[0], timeout_s=args.timeout, token_source=f"--token-file {args.token_file}")
+    try:
+        summary = push_dashboards(grafana, args.folder, models, args.datasource_url)
+    finally:
+        grafana.close()
+    print(f"folder {args.folder!r} (uid {summary.folder_uid}): {summary.folder}")
+    if summary.datasource != "skipped":
+        print(f"data source inferwatch-prometheus: {summary.datasource}")
+    for d in summary.dashboards:
+        print(f"{d.kind:<10} {d.action:<7} version {d.version:<4} {d.url}")
     return 0
 
 

@@ -251,6 +251,56 @@ class AlertsConfig(_Strict, frozen=True):
     webhook: WebhookConfig | None = None
 
 
+Uid = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,29}$")]
+
+
+class GrafanaConfig(_Strict, frozen=True):
+    """Grafana beside the alerts: on every firing notification an annotation on the model's dashboard and a
+    local snapshot of it with the window's data embedded (its URL goes into the alert's ``snapshot`` link); a
+    resolve gets an annotation only. Without this section nothing is sent to Grafana.
+
+    The service-account token (Editor role) is read at start from ``token_file`` (first line) or the
+    environment variable ``token_env``. Dashboards are ``{dashboard_uid_prefix}-classifier`` and
+    ``-generator``; one that is missing is created in ``folder`` on first use (``inferwatch dashboards push``
+    provisions all three ahead), with the Prometheus data source at ``datasource_url`` when given. Snapshots
+    expire after ``snapshot_expires_s`` (0: never). Each request waits ``timeout_s``; connection errors,
+    timeouts, 429 and 5xx are retried with exponential backoff from ``backoff_s`` up to ``max_attempts``; at
+    most ``queue_size`` alerting windows wait for the worker (full: the oldest is dropped and counted)."""
+
+    url: Url
+    token_file: str | None = None
+    token_env: Name | None = None
+    dashboard_uid_prefix: Uid = "inferwatch"
+    folder: Name = "inferwatch"
+    datasource_url: Url | None = None
+    snapshot_expires_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86_400
+    timeout_s: PositiveFloat = 5.0
+    max_attempts: Positive = 4
+    backoff_s: PositiveFloat = 0.5
+    queue_size: Positive = 100
+    close_grace_s: PositiveFloat = 5.0
+
+
+class ReportsConfig(_Strict, frozen=True):
+    """An Evidently report per alerting window (``pip install 'inferwatch[reports]'``), off while ``dir`` is unset.
+
+    A background worker compares a seeded uniform sample of at most ``reference_rows`` of the profile's reference
+    with at most ``window_rows`` of the window's rows (data drift; classification quality on the labels joined
+    during the window) and writes ``{dir}/{model}/{version}/{window}.html``; the daemon serves it at
+    ``{base_url}/reports/{model}/{version}/{window}.html`` and links it from the alert (unless
+    ``alerts.report_url`` is set). Beyond ``max_reports`` files or ``max_bytes``, the oldest are deleted. At most
+    ``queue_size`` windows wait for the worker (full: the oldest is dropped and counted). ``base_url`` defaults
+    to ``http://{server.host}:{server.port}`` (the machine's hostname when the server listens on all addresses)."""
+
+    dir: str | None = None
+    max_reports: Positive = 200
+    max_bytes: Positive = 2 << 30
+    reference_rows: Positive = 5000
+    window_rows: Positive = 10_000
+    base_url: Url | None = None
+    queue_size: Positive = 8
+
+
 class ServerConfig(_Strict, frozen=True):
     """HTTP server for ``/metrics``, ``/healthz``, ``/readyz`` and, on the embedded bus, event ingest.
 
@@ -366,6 +416,8 @@ class Config(_Strict, frozen=True):
     alerts: AlertsConfig = AlertsConfig()
     server: ServerConfig = ServerConfig()
     sidecar: SidecarConfig | None = None  # read by `inferwatch sidecar` (load_sidecar_config), not the daemon
+    grafana: GrafanaConfig | None = None  # annotations and snapshots on alerts
+    reports: ReportsConfig = ReportsConfig()  # Evidently reports on alerting windows
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -431,6 +483,31 @@ def check_alerts(alerts: AlertsConfig, source: str = "config") -> None:
                               f"{', '.join(secrets[str(kind)])}")
 
 
+def check_reports(reports: ReportsConfig, source: str = "config") -> None:
+    """Reports need evidently (and pandas < 3, which evidently 0.7 needs): refused at start, not on the first
+    alert. Looked up without importing them (evidently takes seconds to import)."""
+    if reports.dir is None:
+        return
+    problem = report_packages_problem()
+    if problem is not None:
+        raise ConfigError(f"{source}: reports.dir is set but {problem}: pip install 'inferwatch[reports]' "
+                          f"(or remove reports.dir) at reports.dir")
+
+
+def report_packages_problem() -> str | None:
+    """What keeps reports from being built in this environment, or None."""
+    import importlib.metadata
+    import importlib.util
+
+    for package in ("evidently", "pandas"):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed"
+    pandas = importlib.metadata.version("pandas")
+    if int(pandas.split(".", 1)[0]) >= 3:
+        return f"evidently 0.7 needs pandas < 3, and pandas {pandas} is installed"
+    return None
+
+
 def load_alerts_config(path: str | Path) -> AlertsConfig:
     """An ``alerts:`` section from its own YAML file (the file holds ``alerts:``, or the section's keys)."""
     p = Path(path)
@@ -464,6 +541,10 @@ def load_config_text(text: str, source: str = "config") -> Config:
         where = f" at {match.group('path') or '(top level)'}" if match else ""
         raise ConfigError(f"{source}: {_AT.sub('', message)}{where}") from exc
     check_alerts(config.alerts, source)
+    check_reports(config.reports, source)
+    if config.grafana is not None and (config.grafana.token_file is None) == (config.grafana.token_env is None):
+        raise ConfigError(f"{source}: grafana: give one of token_file, token_env (a service-account token) at "
+                          f"grafana.token_file")
     keys = [m.key for m in config.models]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:

@@ -15,7 +15,9 @@ import time
 from types import FrameType
 
 from monitor.config import Config
-from monitor.server import DaemonServer
+from monitor.reports import report_page
+from monitor.server import DaemonServer, PageHandler
+from monitor.status import favicon
 from monitor.wiring import build_pipeline
 
 log = logging.getLogger("inferwatch")
@@ -25,11 +27,14 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     """Watch the configured models until ``stop`` is set (or, in the main thread, SIGTERM or SIGINT)."""
     wiring = build_pipeline(config, stop=stop)
     embedded = config.kafka is None
+    pages: dict[str, PageHandler] = {"/": wiring.status.handler, "/favicon.ico": favicon}
+    if wiring.reports is not None:
+        pages["/reports/"] = report_page(wiring.reports.store)
     try:
         server = DaemonServer.from_config(config.server, wiring.registry, ready=lambda: not wiring.stop.is_set(),
                                           ingest=wiring.producer if embedded else None,
                                           topics={"events": config.topics.events, "feedback": config.topics.feedback},
-                                          pages={"/": wiring.status.handler})
+                                          pages=pages)
     except BaseException:
         wiring.close()
         raise

@@ -226,6 +226,10 @@ class WatchedModel:
         """True and predicted classes joined from feedback, for the next labelled-quality evaluation."""
         self._feedback.add_labels([int(v) for v in y_true], [int(v) for v in y_pred])
 
+    def joined_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the (true, predicted) classes joined since the last labelled-quality evaluation (k,)."""
+        return (np.array(self._feedback.y_true, dtype=np.int64), np.array(self._feedback.y_pred, dtype=np.int64))
+
     def add_acceptances(self, accepted: Sequence[bool] | np.ndarray) -> None:
         """Accept/reject feedback joined to generations."""
         self._feedback.add_accepted([bool(v) for v in accepted])

@@ -1,24 +1,74 @@
 """Prometheus metrics of the daemon, made on a registry that is passed in (never the global one).
 
 Label values are bounded: ``model``/``version`` come from the configured models (events of unknown models
-are rejected before any labelled metric is touched), ``feature`` from their profiles, ``reason`` from
-:data:`monitor.events.REJECT_REASONS`, ``detector`` from the registry of detectors. The detectors' own gauges
-are declared by the detectors (:attr:`monitor.detection.Detector.gauges`) and made here, once each.
+are rejected before any labelled metric is touched), ``feature`` and ``class`` from their profiles, ``reason``
+from :data:`monitor.events.REJECT_REASONS`, ``detector`` from the registry of detectors, ``topic``/``partition``
+from the consumer's assignment. The detectors' own gauges are declared by the detectors
+(:attr:`monitor.detection.Detector.gauges`) and made here, once each.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-from monitor.detection import BY_NAME, DETECTOR_NAMES, gauge_specs
+from detectors import PredictionDriftResult
+from monitor.buildinfo import build_info
+from monitor.detection import BY_NAME, DETECTOR_NAMES, GaugeSpec, gauge_specs
 from monitor.evaluation import WindowResult
-from monitor.events import REJECT_REASONS
+from monitor.events import REJECT_REASONS, InferenceEvent
+from monitor.genai import GenAIMetrics, genai_metrics, observe_generation
 
 log = logging.getLogger(__name__)
+
+#: Buckets of ``inferwatch_inference_latency_seconds``: 0.5 ms to 10 s, the span of CNN and tabular models on a
+#: GPU or a CPU (generators have the GenAI request-duration histogram, up to 82 s).
+INFERENCE_LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                                    5.0, 10.0)
+
+
+class WindowQuantiles(Collector):
+    """Quantiles of the last window, exposed as a Prometheus summary of ``quantile`` samples only.
+
+    Prometheus reserves the label ``quantile`` for summaries (``promtool check metrics`` rejects a gauge that
+    has it). A summary's quantiles are those of a recent time window anyway; ``_sum`` and ``_count`` are left
+    out because a window's events are counted by the per-event histograms."""
+
+    def __init__(self, spec: GaugeSpec, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
+        self._spec = spec
+        self._labelnames = tuple(labelnames)
+        self._values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Quantile:
+        if len(values) != len(self._labelnames):
+            raise ValueError(f"{self._spec.name} takes labels {self._labelnames}, got {values}")
+        return _Quantile(self._values, tuple(values))
+
+    def describe(self) -> Iterable[Metric]:
+        return [Metric(self._spec.name, self._spec.help, "summary")]
+
+    def collect(self) -> Iterable[Metric]:
+        metric = Metric(self._spec.name, self._spec.help, "summary")
+        for values, value in sorted(self._values.items()):
+            metric.add_sample(self._spec.name, dict(zip(self._labelnames, values, strict=True)), value)
+        return [metric]
+
+
+class _Quantile:
+    """One series of a :class:`WindowQuantiles`, set like a gauge's child."""
+
+    def __init__(self, values: dict[tuple[str, ...], float], key: tuple[str, ...]) -> None:
+        self._values, self._key = values, key
+
+    def set(self, value: float) -> None:
+        self._values[self._key] = float(value)
 
 
 @dataclass(frozen=True)
@@ -40,7 +90,20 @@ class DaemonMetrics:
     feedback_expired: Counter
     feedback_evicted: Counter
     detector_errors: Counter
-    detector_gauges: Mapping[str, Gauge]
+    detector_gauges: Mapping[str, Gauge | WindowQuantiles]
+    build_info: Info
+    model_info: Info
+    inference_latency: Histogram
+    genai: GenAIMetrics
+    class_ratio: Gauge
+    consumer_lag: Gauge
+
+
+def _detector_gauge(spec: GaugeSpec, registry: CollectorRegistry) -> Gauge | WindowQuantiles:
+    labelnames = ("model", "version", *spec.labels)
+    if spec.type == "summary":
+        return WindowQuantiles(spec, labelnames, registry)
+    return Gauge(spec.name, spec.help, labelnames, registry=registry)
 
 
 def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
@@ -89,8 +152,21 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
         detector_errors=Counter("inferwatch_detector_errors_total",
                                 "Windows on which a detector raised; its result is missing, the others stand.",
                                 ("detector",), registry=registry),
-        detector_gauges={spec.name: Gauge(spec.name, spec.help, (*mv, *spec.labels), registry=registry)
-                         for spec in gauge_specs().values()},
+        detector_gauges={spec.name: _detector_gauge(spec, registry) for spec in gauge_specs().values()},
+        build_info=build_info(registry),
+        model_info=Info("inferwatch_model", "1 for every watched model version: its training run (empty when "
+                        "unknown) and kind (classifier or generator).", mv, registry=registry),
+        inference_latency=Histogram("inferwatch_inference_latency_seconds",
+                                    "Latency of each consumed inference event: total, and GPU time where the "
+                                    "event measured it.", (*mv, "kind"), buckets=INFERENCE_LATENCY_BUCKETS,
+                                    registry=registry),
+        genai=genai_metrics(registry),
+        class_ratio=Gauge("inferwatch_prediction_class_ratio",
+                          "Share of each predicted class: in the last window (source=window) and in the "
+                          "reference profile (source=reference).", (*mv, "class", "source"), registry=registry),
+        consumer_lag=Gauge("inferwatch_consumer_lag_records",
+                           "Records between the consumer's position and the end of each assigned partition, as "
+                           "of the last poll.", ("topic", "partition"), registry=registry),
     )
     for detector in DETECTOR_NAMES:
         m.detector_errors.labels(detector=detector)
@@ -99,9 +175,48 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
     return m
 
 
-def export_result(m: DaemonMetrics, r: WindowResult) -> None:
+def set_model_info(m: DaemonMetrics, model: str, version: str, training_run: str | None, generator: bool) -> None:
+    """Say that ``model``/``version`` is watched (``inferwatch_model_info``)."""
+    m.model_info.labels(model=model, version=version).info(
+        {"training_run": training_run or "", "kind": "generator" if generator else "classifier"})
+
+
+def observe_event(m: DaemonMetrics, event: InferenceEvent) -> None:
+    """Observe one valid, consumed inference event in the per-event histograms: its latency and, for a
+    generation, the GenAI latency and token histograms. The caller has checked that its model is configured."""
+    latency = event.latency
+    if latency is not None:
+        m.inference_latency.labels(event.model, event.version, "total").observe(latency.total_s)
+        if latency.gpu_s is not None:
+            m.inference_latency.labels(event.model, event.version, "gpu").observe(latency.gpu_s)
+    observe_generation(m.genai, event, event.model, event.version)
+
+
+def export_lag(m: DaemonMetrics, lag: Mapping[tuple[str, int], int], exported: set[tuple[str, int]]) -> None:
+    """Set ``inferwatch_consumer_lag_records`` from a consumer's :meth:`~monitor.transport.Consumer.lag`, and
+    remove the series of partitions no longer in it (``exported``, updated here, holds those set before)."""
+    for topic, partition in exported - lag.keys():
+        m.consumer_lag.remove(topic, str(partition))
+    for (topic, partition), records in lag.items():
+        m.consumer_lag.labels(topic=topic, partition=str(partition)).set(records)
+    exported.clear()
+    exported.update(lag)
+
+
+def class_ratios(result: PredictionDriftResult, class_labels: Sequence[str]) -> Iterator[tuple[str, str, float]]:
+    """``(class, source, share)`` of the window's predicted classes and of the reference priors; a class the
+    profile has no label for is named by its index."""
+    n = sum(result.observed)
+    for index, (count, prior) in enumerate(zip(result.observed, result.expected_probs, strict=True)):
+        name = class_labels[index] if index < len(class_labels) else str(index)
+        if n:
+            yield name, "window", count / n
+        yield name, "reference", prior
+
+
+def export_result(m: DaemonMetrics, r: WindowResult, class_labels: Sequence[str] = ()) -> None:
     """Set the gauges of one window result (the last window's values are what Prometheus scrapes) and count
-    the detectors that failed on it."""
+    the detectors that failed on it. ``class_labels`` (the profile's) name the predicted classes."""
     mv = (r.model, r.version)
     m.windows_closed.labels(model=r.model, version=r.version, reason=r.closed_by).inc()
     for failure in r.failures:
@@ -116,3 +231,7 @@ def export_result(m: DaemonMetrics, r: WindowResult) -> None:
         except Exception:  # a gauge that cannot be set must not stop the daemon: count it like a detector failure
             log.exception("exporting the metrics of %s for window %s failed", name, r.window_id)
             m.detector_errors.labels(detector=name).inc()
+    prediction = r.results.get("prediction_drift")
+    if isinstance(prediction, PredictionDriftResult):
+        for name, source, share in class_ratios(prediction, class_labels):
+            m.class_ratio.labels(*mv, name, source).set(share)

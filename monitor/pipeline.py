@@ -26,7 +26,7 @@ from monitor.errors import CommitRejected, EventError
 from monitor.evaluation import WatchedModel, WindowResult, plain
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
 from monitor.feedback import FeedbackJoin
-from monitor.metrics import DaemonMetrics, export_result
+from monitor.metrics import DaemonMetrics, export_lag, export_result, observe_event, set_model_info
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
 from monitor.windows import ClosedWindow, Resume, TopicPartition, Windows
@@ -68,6 +68,9 @@ class Pipeline:
         self.config = config
         self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run, registry)
                         for m in config.models}
+        for m in config.models:
+            watched = self._models[m.key]
+            set_model_info(metrics, m.name, m.version, watched.training_run, watched.profile.llm is not None)
         self._consumer = consumer
         self._producer = producer
         self._metrics = metrics
@@ -86,6 +89,7 @@ class Pipeline:
         self._committed: dict[TopicPartition, Resume] = {}
         self._resumed: set[TopicPartition] = set()
         self._assignments = 0
+        self._lagging: set[TopicPartition] = set()  # partitions with an exported lag series
         self._bad = RateLimitedLog(log)
         self._last_commit = clock()
         self.messages = 0
@@ -114,6 +118,7 @@ class Pipeline:
     def step(self, poll_timeout_s: float = 0.2) -> int:
         """One poll: handle its records, close due windows, commit when a window closed or every 5 s."""
         messages = self._consumer.poll(poll_timeout_s)
+        export_lag(self._metrics, self._consumer.lag(), self._lagging)
         if self._consumer.rebalances != self._assignments and self._reassigned():
             messages = []  # read again from the last commit, after the rewind
         closed = 0
@@ -232,6 +237,7 @@ class Pipeline:
             self._reject(message, values)
             return 0
         self._metrics.events_consumed.labels(model=event.model, version=event.version).inc()
+        observe_event(self._metrics, event)
         self._alerting.seen(event.model, event.version, event.time)
         self._latest_time = max(self._latest_time, event.time)
         prediction = values.get("prediction")
@@ -293,6 +299,8 @@ class Pipeline:
     # -- windows ---------------------------------------------------------------------------------------
     def _evaluate(self, window: ClosedWindow) -> None:
         model = self._models[window.key]
+        # what labelled quality is about to consume, for the alert hooks (a report's quality section)
+        labels = model.joined_labels() if self._alerting.hooks else None
         started = time.perf_counter()
         result = model.evaluate(window)
         self._metrics.window_seconds.observe(time.perf_counter() - started)
@@ -300,7 +308,7 @@ class Pipeline:
             self._bad.warning(f"detector:{failure.detector}", f"detector {failure.detector} failed on window "
                                                               f"{result.window_id}: {failure.error}")
         found = result.findings
-        export_result(self._metrics, result)
+        export_result(self._metrics, result, model.profile.class_labels)
         log.info("window %s #%d: %d events; %s", result.window_id, result.index, result.n_events,
                  "; ".join(f"{f.detector}: {f.summary}" for f in found if f.drifted) or "nothing found")
         self._producer.send(self.config.topics.results, msgspec.json.encode(result, enc_hook=plain),
@@ -313,5 +321,5 @@ class Pipeline:
                           training_run=result.training_run, n_events=result.n_events)
         self._alerting.window((observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
                                        features=f.features, summary=f.summary, evidence=f.evidence) for f in found),
-                              AlertedWindow(result, window))
+                              AlertedWindow(result, window, labels))
 

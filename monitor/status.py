@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from monitor.alerts.notification import Alert
 from monitor.evaluation import WindowResult
 
-__all__ = ["StatusBoard", "WatchedModelInfo", "WindowRow", "render_status"]
+__all__ = ["StatusBoard", "WatchedModelInfo", "WindowRow", "favicon", "render_status"]
 
 #: Verdicts in a window row, worst first (the order the page sorts a model's summary by).
 VERDICTS = ("failed", "drift", "insufficient", "ok")
@@ -158,6 +158,16 @@ def render_status(models: Sequence[WatchedModelInfo], rows: dict[tuple[str, str]
         parts.append("</table></section>")
     parts.append("</body></html>\n")
     return "".join(parts).encode()
+
+
+#: The daemon's icon (an eye), for browsers that ask for ``/favicon.ico`` on every page (the reports do).
+_ICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><ellipse cx="8" cy="8" rx="7" ry="4.5" '
+         b'fill="#fff" stroke="#1d2330"/><circle cx="8" cy="8" r="2.5" fill="#2f6fde"/></svg>')
+
+
+def favicon(_path: str) -> tuple[int, bytes, str]:
+    """The HTTP server's page handler for ``/favicon.ico``."""
+    return 200, _ICON, "image/svg+xml"
 
 
 def _utc(t: float) -> str:

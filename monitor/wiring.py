@@ -37,6 +37,7 @@ from monitor.evaluation import WindowResult
 from monitor.metrics import DaemonMetrics, daemon_metrics
 from monitor.pipeline import Pipeline
 from monitor.profiles import Profile, load_profile
+from monitor.reports import ReportHook
 from monitor.status import StatusBoard, WatchedModelInfo
 from monitor.transport import Consumer, KafkaTransport, MemoryBus, Producer, Transport, ensure_topics, wait_until_ready
 
@@ -58,8 +59,8 @@ def load_profiles(config: Config) -> dict[str, Profile]:
         if (profile.model, profile.version) != (m.name, m.version):
             log.warning("profile %s was built for %s/%s, used for %s", m.profile, profile.model, profile.version,
                         m.key)
-        if not profile.feature_names:
-            raise ProfileError(f"profile {m.profile} for {m.key} has no features")
+        if not profile.feature_names and profile.llm is None:  # a generator's profile may hold outputs only
+            raise ProfileError(f"profile {m.profile} for {m.key} has neither input features nor LLM outputs")
         profiles[m.key] = profile
     return profiles
 
@@ -97,6 +98,7 @@ class Wiring:
     pipeline: Pipeline
     status: StatusBoard
     stop: threading.Event = field(default_factory=threading.Event)
+    reports: ReportHook | None = None  # with reports.dir: serve report_page(reports.store) under /reports/
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)  # from start()
     _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
@@ -167,13 +169,16 @@ def build_alerting(config: Config, registry: CollectorRegistry, producer: Produc
 
 def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None, *,
                    channels: Sequence[Channel] = (), on_result: Callable[[WindowResult], None] | None = None,
+                   hooks: Sequence[AlertHook] = (),
                    registry: CollectorRegistry | None = None, stop: threading.Event | None = None) -> Wiring:
     """Wire transport, profiles, metrics, alert channels and the pipeline for ``config``.
 
     Parameters
     ----------
     config : Config
-        The daemon's configuration; ``kafka`` chooses the transport, ``alerts.webhook`` adds a webhook channel.
+        The daemon's configuration; ``kafka`` chooses the transport, ``alerts.webhook`` adds a webhook channel,
+        ``grafana`` the Grafana hook (annotations and snapshots, :mod:`monitor.grafana`), ``reports.dir`` the
+        report hook (an Evidently report per alerting window, :mod:`monitor.reports`).
     profiles : mapping of ``model/version`` to Profile, optional
         Reference profiles already in memory (the demos build theirs); by default each model's ``profile`` file
         is loaded (:func:`load_profiles`).
@@ -182,6 +187,8 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
         :class:`~monitor.alerts.MemoryChannel`).
     on_result : callable, optional
         Called with every window result.
+    hooks : sequence of AlertHook
+        Alert hooks beside the configured ones (the demo records what it would send to Grafana).
     registry : CollectorRegistry, optional
         Where the metrics are made (a new registry by default).
     stop : threading.Event, optional
@@ -195,8 +202,17 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     consumer = transport.consumer([config.topics.events, config.topics.feedback],
                                   config.kafka.group if config.kafka else EMBEDDED_GROUP)
     alerting: Alerting | None = None
+    hooks = list(hooks)
+    reports: ReportHook | None = None
     try:
-        alerting = build_alerting(config, registry, producer, channels)
+        if config.grafana is not None:  # without it, nothing is sent to Grafana
+            from monitor.grafana import grafana_hook
+            hooks.append(grafana_hook(config.grafana, registry, profiles))
+        if config.reports.dir is not None:  # Evidently reports on alerting windows, served under /reports/
+            reports = ReportHook.from_config(config.reports, config.server, profiles, registry,
+                                             link=config.alerts.report_url is None)
+            hooks.append(reports)
+        alerting = build_alerting(config, registry, producer, channels, hooks)
         status = StatusBoard([WatchedModelInfo(m.name, m.version, m.profile, m.training_run or
                                                _profile_run(profiles.get(m.key))) for m in config.models],
                              firing=lambda: alerting.rules.firing if alerting is not None else (),
@@ -211,13 +227,15 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     except BaseException:  # nothing half-built is left running
         if alerting is not None:
             alerting.close(timeout_s=0)
+        for hook in hooks if alerting is None else ():
+            hook.close(timeout_s=0)
         consumer.close()
         producer.close(timeout_s=0)
         transport.close()
         raise
     return Wiring(config=config, transport=transport, producer=producer, consumer=consumer, registry=registry,
                   metrics=metrics, alerting=alerting, pipeline=pipeline, status=status,
-                  stop=threading.Event() if stop is None else stop)
+                  stop=threading.Event() if stop is None else stop, reports=reports)
 
 
 def _profile_run(profile: Profile | None) -> str | None:

@@ -110,10 +110,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(folder: Path, window: str, server: str = "") -> Iterator[Daemon]:
+def running_daemon(folder: Path, window: str, server: str = "", extra: str = "") -> Iterator[Daemon]:
     """``run_daemon`` on the embedded bus in a thread, watching the :func:`write_profile` model; ``window`` and
-    ``server`` are the YAML flow-mapping bodies of those sections (the port is added). Stops it at the end and
-    fails if it does not stop."""
+    ``server`` are the YAML flow-mapping bodies of those sections (the port is added), ``extra`` more top-level
+    YAML (``reports: {dir: ...}``). Stops it at the end and fails if it does not stop."""
     from monitor.config import load_config_text
     from monitor.daemon import run_daemon
 
@@ -122,6 +122,7 @@ def running_daemon(folder: Path, window: str, server: str = "") -> Iterator[Daem
 models: [{{name: {MODEL}, version: {VERSION}, profile: "{write_profile(folder)}"}}]
 window: {{{window}}}
 server: {{port: {port}{", " + server if server else ""}}}
+{extra}
 """)
     stop = threading.Event()
     thread = threading.Thread(target=run_daemon, args=(config, stop), daemon=True)

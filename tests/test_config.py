@@ -44,3 +44,28 @@ def test_bad_config_names_the_key(text: str, names: str) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_grafana_section_with_defaults() -> None:
+    grafana = load_config_text(MINIMAL + "grafana: {url: 'http://grafana:3000', token_file: /run/grafana}").grafana
+    assert grafana is not None
+    assert (grafana.url, grafana.token_file, grafana.dashboard_uid_prefix, grafana.snapshot_expires_s,
+            grafana.datasource_url) == ("http://grafana:3000", "/run/grafana", "inferwatch", 30 * 86_400, None)
+    assert load_config_text(MINIMAL).grafana is None  # no section: nothing is sent to Grafana
+
+
+@pytest.mark.parametrize(("section", "names"), [
+    ("{token_file: /t}", "url"),
+    ("{url: 'grafana:3000', token_file: /t}", "grafana.url"),
+    ("{url: 'http://g'}", "grafana.token_file"),
+    ("{url: 'http://g', token_file: /t, token_env: T}", "one of token_file, token_env"),
+    ("{url: 'http://g', token_file: /t, dashboard_uid_prefix: 'has space'}", "grafana.dashboard_uid_prefix"),
+    ("{url: 'http://g', token_file: /t, dashboard_uid_prefix: " + "p" * 30 + "}", "grafana.dashboard_uid_prefix"),
+    ("{url: 'http://g', token_file: /t, snapshot_expires_s: -1}", "grafana.snapshot_expires_s"),
+    ("{url: 'http://g', token_file: /t, timeout_s: 0}", "grafana.timeout_s"),
+    ("{url: 'http://g', token_file: /t, datasource_url: prom}", "grafana.datasource_url"),
+    ("{url: 'http://g', token_file: /t, colour: red}", "colour"),
+])
+def test_bad_grafana_config_names_the_key(section: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        load_config_text(MINIMAL + "grafana: " + section)

@@ -124,3 +124,21 @@ def test_close_evaluates_the_open_window_and_delivers_its_alert_before_closing_t
         wiring.consumer.poll(0)
     with pytest.raises(TransportError):
         wiring.producer.send(config.topics.events, b"{}")
+
+
+def test_a_generator_profile_without_input_features_loads_and_an_empty_one_is_refused(tmp_path: Path) -> None:
+    from detectors import build_llm_reference
+    from monitor.errors import ProfileError
+    from monitor.profiles import Profile, save_profile
+    from monitor.wiring import load_profiles
+
+    rng = np.random.default_rng(1)
+    llm = build_llm_reference(rng.poisson(50, 200).astype(float), rng.normal(-1, 0.2, 200), np.zeros(200, bool),
+                              np.zeros(200, bool))
+    save_profile(tmp_path / "gen.npz", Profile(model="charlm", version="1", llm=llm))
+    save_profile(tmp_path / "empty.npz", Profile(model="charlm", version="2"))
+    config = Config(models=[ModelConfig(name="charlm", version="1", profile=str(tmp_path / "gen.npz"))])
+    assert load_profiles(config)["charlm/1"].llm is not None
+    empty = Config(models=[ModelConfig(name="charlm", version="2", profile=str(tmp_path / "empty.npz"))])
+    with pytest.raises(ProfileError, match="neither input features nor LLM outputs"):
+        load_profiles(empty)

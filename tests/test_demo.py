@@ -42,14 +42,37 @@ def test_embedded_demo_with_noise_sends_its_alerts_to_a_signed_webhook_from_aler
     receiver = Receiver()
     alerts = tmp_path / "alerts.yaml"
     alerts.write_text(f"alerts:\n  channels:\n    - {{type: webhook, url: '{receiver.url}', secret_file: '{key}'}}\n")
+    out = tmp_path / "out"
     try:
-        report = run_demo("--model", "cnn", "--alerts-config", str(alerts))
+        report = run_demo("--model", "cnn", "--alerts-config", str(alerts), "--out", str(out))
     finally:
         receiver.close()
     check(report)
     received = [Webhook(key.read_text()).verify(body, headers) for _, headers, body in receiver.requests]
     assert [(a["status"], a["window"]) for a in received] == [
         (a["status"], a["window"]) for a in report["alerts"]]  # type: ignore[union-attr]
+    check_out(out, received)
+
+
+def check_out(out: Path, received: list[dict[str, object]]) -> None:
+    """``--out DIR`` holds the dashboards, every window result, every alert, a report per firing alert with a
+    window and the Grafana requests it would have sent (each snapshot's key is the one its alert links)."""
+    assert {p.name for p in (out / "dashboards").iterdir()} == {"classifier.json", "generator.json", "fleet.json",
+                                                               "provisioning.yaml"}
+    windows = [json.loads(line) for line in (out / "windows.jsonl").read_text().splitlines()]
+    assert [w["index"] for w in windows] == list(range(12))
+    saved = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    assert [a["id"] for a in saved] == [a["id"] for a in received]
+    firing = [a for a in saved if a["status"] == "firing"]
+    for alert in firing:
+        links = alert["links"]
+        report = out / "reports" / alert["model"] / alert["version"] / Path(links["report"]).name
+        assert report.exists() and alert["window_id"] in report.read_text(errors="replace"), links["report"]
+        snapshot_key = links["snapshot"].rsplit("/", 1)[1]
+        snapshots = [json.loads(p.read_text()) for p in (out / "grafana").glob("*-snapshot-*.json")]
+        assert [s["external"] for s in snapshots if s["key"] == snapshot_key] == [False]
+    annotations = [json.loads(p.read_text()) for p in (out / "grafana").glob("*-annotation-*.json")]
+    assert len(annotations) == len(saved) and all(a["dashboardUID"] == "inferwatch-classifier" for a in annotations)
 
 
 def test_demo_refuses_a_bad_alerts_config_naming_the_key(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ class Upstream:
         self.loop = asyncio.new_event_loop()
         self.gate = asyncio.Event()
         self.seen_request_ids: list[str | None] = []
+        self.seen_headers: list[dict[str, str]] = []
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -81,6 +82,7 @@ class Upstream:
                 else:
                     body = await reader.readexactly(int(headers.get("content-length", 0)))
                 self.seen_request_ids.append(headers.get("x-request-id"))
+                self.seen_headers.append(headers)
                 if not await self._answer(method, path, body, writer):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -271,6 +273,18 @@ def test_request_id_is_created_when_missing_and_sent_upstream(stack: Stack) -> N
     assert len(made) == 32 and stack.upstream.seen_request_ids[-1] == made
     (event,) = stack.events(1)
     assert event.request_id == made and (event.model, event.version) == ("other", "3")  # version from response
+
+
+def test_hop_by_hop_fields_stay_on_the_client_connection(stack: Stack) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=DEADLINE_S)
+    status, _, _ = call(stack.port, "POST", "/v2/models/resnet/infer", oip(1), conn=conn, headers={
+        "Connection": "close, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5", "X-Kept": "2"})
+    assert status == 200
+    seen = stack.upstream.seen_headers[-1]
+    assert seen["x-kept"] == "2" and not {"connection", "x-hop", "keep-alive"} & set(seen)
+    # the pooled upstream connection was not closed by the client's wish: the next request reuses it
+    assert call(stack.port, "POST", "/v2/models/resnet/infer", oip(1))[0] == 200
+    conn.close()
 
 
 def test_completions_and_chat_give_generation_events(stack: Stack) -> None:

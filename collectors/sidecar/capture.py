@@ -38,6 +38,7 @@ from collectors.sidecar.metrics import SidecarMetrics
 from monitor.config import ModelRef, SidecarConfig
 from monitor.errors import InferwatchError
 from monitor.events import Generation, InferenceEvent, Latency, Payload
+from monitor.genai import observe_generation
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ class Capturer:
         self.metrics = metrics
         self.redact = redact
         self._rng = rng or random.Random()
+        self._configured = {(ref.model, ref.version) for ref in config.models.values()}
 
     def capture(self, exchange: Exchange) -> list[InferenceEvent]:
         """Events of ``exchange``, or ``[]`` with the reason counted; never raises."""
@@ -221,6 +223,11 @@ class Capturer:
             self.skip(exchange.route, "internal_error")
             return []
         self.metrics.captured.labels(route=exchange.route).inc(len(events))
+        for event in events:
+            if event.generation is not None:  # labels bounded by the configured models
+                known = (event.model, event.version) in self._configured
+                observe_generation(self.metrics.genai, event, *((event.model, event.version) if known
+                                                                else ("other", "other")))
         return events
 
     def skip(self, route: Route, reason: str) -> None:

@@ -148,6 +148,28 @@ def response_framing(head: ResponseHead, method: str) -> Framing:
     return Framing("close")
 
 
+#: Fields that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
+
+
+def without_hop_by_hop(raw: bytes, headers: dict[bytes, bytes]) -> bytes:
+    r"""``raw`` head without its hop-by-hop fields and the fields its ``Connection`` names: a client's
+    ``Connection: close`` is about its connection to the sidecar, not the pooled one to the upstream. An
+    HTTP/1.0 head is left as it is (its ``Connection: keep-alive`` is what keeps the upstream connection open).
+
+    >>> raw = b"GET / HTTP/1.1\r\nHost: m\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n"
+    >>> without_hop_by_hop(raw, {b"connection": b"close, X-Hop"})
+    b'GET / HTTP/1.1\r\nHost: m\r\nX-Keep: 2\r\n\r\n'
+    """
+    lines = raw[:-4].split(b"\r\n")
+    if not lines[0].endswith(b" HTTP/1.1"):
+        return raw
+    named = {token.strip().lower() for token in headers.get(b"connection", b"").split(b",")}
+    drop = HOP_BY_HOP | named
+    kept = [lines[0], *(line for line in lines[1:] if line.split(b":", 1)[0].strip().lower() not in drop)]
+    return b"\r\n".join(kept) + b"\r\n\r\n"
+
+
 def with_header(raw: bytes, name: bytes, value: bytes) -> bytes:
     """``raw`` head with one more field line before its final empty line."""
     return b"%s%s: %s\r\n\r\n" % (raw[:-2], name, value)

@@ -1,11 +1,16 @@
-"""The sidecar's Prometheus metrics, made on a registry that is passed in. Every label value is bounded."""
+"""The sidecar's Prometheus metrics, made on a registry that is passed in. Every label value is bounded: the
+GenAI histograms' ``model``/``version`` are those of the configured ``models`` mapping, and ``other`` for any
+model the mapping does not name."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from monitor.buildinfo import build_info
+from monitor.genai import GenAIMetrics, genai_metrics
 
 #: Routes the proxy tells apart (a bounded label).
 ROUTES: Final = ("oip", "completions", "chat_completions", "other")
@@ -39,6 +44,8 @@ class SidecarMetrics:
     upstream_connections: Gauge
     upstream_pool_size: Gauge
     upstream_waiting: Gauge
+    genai: GenAIMetrics
+    build_info: Info
 
 
 def sidecar_metrics(registry: CollectorRegistry) -> SidecarMetrics:
@@ -46,7 +53,7 @@ def sidecar_metrics(registry: CollectorRegistry) -> SidecarMetrics:
     m = SidecarMetrics(
         requests=Counter("inferwatch_sidecar_requests_total", "Requests proxied, by route and status class.",
                          ("route", "status"), registry=registry),
-        request_seconds=Histogram("inferwatch_sidecar_request_seconds",
+        request_seconds=Histogram("inferwatch_sidecar_request_duration_seconds",
                                   "Request head received to last response byte written, by route.", ("route",),
                                   buckets=_LATENCY_BUCKETS, registry=registry),
         captured=Counter("inferwatch_sidecar_captured_events_total", "Inference events captured, by route.",
@@ -70,6 +77,8 @@ def sidecar_metrics(registry: CollectorRegistry) -> SidecarMetrics:
                                  registry=registry),
         upstream_waiting=Gauge("inferwatch_sidecar_upstream_waiting_requests",
                                "Requests waiting for a free upstream connection.", registry=registry),
+        genai=genai_metrics(registry),
+        build_info=build_info(registry),
     )
     for route in ROUTES:
         m.request_seconds.labels(route=route)

@@ -36,6 +36,7 @@ from prometheus_client import Counter, Histogram
 from collectors.producer import EventProducer
 from collectors.sidecar.capture import Capturer, Exchange, ExchangeBatch, Route, route_of
 from collectors.sidecar.http import (
+    HOP_BY_HOP,
     NO_BODY,
     ChunkedDecoder,
     Framing,
@@ -47,6 +48,7 @@ from collectors.sidecar.http import (
     response_framing,
     simple_response,
     with_header,
+    without_hop_by_hop,
 )
 from collectors.sidecar.metrics import ROUTES, STATUS_CLASSES, SidecarMetrics
 from monitor.config import SidecarConfig
@@ -427,6 +429,8 @@ class Client(asyncio.Protocol):
         flight.upstream = up
         up.client = self
         out = flight.head.raw
+        if not HOP_BY_HOP.isdisjoint(flight.head.headers):
+            out = without_hop_by_hop(out, flight.head.headers)
         if _X_REQUEST_ID not in flight.head.headers:
             out = with_header(out, _X_REQUEST_ID, flight.request_id)
         if not flight.request_done and self.buffer:

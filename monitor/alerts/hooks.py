@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from monitor.alerts.notification import Alert
 from monitor.evaluation import WindowResult
 from monitor.windows import ClosedWindow
@@ -28,10 +30,14 @@ class AlertedWindow:
     """The window whose findings raised the alerts: what the detectors said and the rows they said it about.
 
     ``window`` is the pipeline's own closed window; a hook that keeps rows beyond :meth:`AlertHook.fired` copies
-    a bounded sample of them."""
+    a bounded sample of them. ``labels`` holds the (true, predicted) class indices (k,) of the feedback joined
+    that labelled quality had not evaluated yet when this window was (joined since its last evaluation, most
+    often during this window; a window keeps no request ids, so its own rows cannot be matched to their labels);
+    None when the pipeline did not collect them."""
 
     result: WindowResult
     window: ClosedWindow
+    labels: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class AlertHook(Protocol):

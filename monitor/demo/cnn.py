@@ -24,13 +24,13 @@ from detectors import fit_calibrator
 from monitor.alerts import MemoryChannel
 from monitor.config import AlertsConfig, WindowConfig
 from monitor.datafiles import Table
-from monitor.demo.common import demo_config, wait_for_results
+from monitor.demo.common import demo_config, demo_pipeline, wait_for_results
+from monitor.demo.output import DemoOutput
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
 from monitor.offline import build_profile
 from monitor.profiles import load_profile, save_profile
-from monitor.wiring import build_pipeline
 
 Drift = Literal["noise", "invert", "classmix"]
 DRIFTS: tuple[Drift, ...] = ("noise", "invert", "classmix")
@@ -133,7 +133,8 @@ def inject(drift: Drift, x: np.ndarray, y: np.ndarray, rng: np.random.Generator)
 
 def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12, window_size: int = 200,
              seed: int = 7, workdir: Path | None = None,
-             progress: Callable[[str], None] = lambda _: None, alerts: AlertsConfig | None = None) -> DemoReport:
+             progress: Callable[[str], None] = lambda _: None, alerts: AlertsConfig | None = None,
+             out: DemoOutput | None = None) -> DemoReport:
     try:
         import torch
     except ImportError as exc:
@@ -175,7 +176,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
                          WindowConfig(size=window_size, max_seconds=3600, min_samples=30), alerts)
     channel = MemoryChannel()
     results: list[WindowResult] = []
-    wiring = build_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channels=[channel], on_result=results.append)
+    wiring = demo_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channel, results, out)
     topics = config.topics
     try:
         wiring.start()
@@ -211,6 +212,9 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
         wiring.close()
         if tmp is not None:
             tmp.cleanup()
+    if out is not None:
+        for alert in channel.alerts:
+            out.alert(alert)
 
     by_window = {r.index: r for r in results}
     raised = tuple(DemoAlert(window=a.window, model=a.model, version=a.version, detector=a.detector,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from prometheus_client import CollectorRegistry
+
+from monitor.alerts import AlertHook, MemoryChannel
 from monitor.config import AlertsConfig, Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.demo.output import DemoOutput
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
-from monitor.wiring import Wiring
+from monitor.profiles import Profile
+from monitor.wiring import Wiring, build_pipeline
 
 #: How long a demo waits, after its last request, for the pipeline to evaluate every window.
 RESULTS_TIMEOUT_S = 60.0
@@ -29,6 +34,29 @@ def demo_config(name: str, model: str, version: str, profile: str, training_run:
                           deadletter=f"{prefix}.deadletter")
     return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
                   kafka=KafkaConfig(bootstrap=kafka, group=prefix), topics=topics, window=window, alerts=alerts)
+
+
+def demo_pipeline(config: Config, profiles: Mapping[str, Profile], channel: MemoryChannel,
+                  results: list[WindowResult], out: DemoOutput | None = None) -> Wiring:
+    """The pipeline of one demo: alerts collected in ``channel``, results in ``results``; with ``out`` (``--out``)
+    reports, Grafana requests and window results are written there too."""
+    if out is None:
+        return build_pipeline(config, profiles, channels=[channel], on_result=results.append)
+    registry = CollectorRegistry()
+    config = out.configure(config)
+    hooks: list[AlertHook] = out.hooks(config, registry, profiles)
+
+    def on_result(result: WindowResult) -> None:
+        results.append(result)
+        out.window(result)
+
+    try:
+        return build_pipeline(config, profiles, channels=[channel], on_result=on_result, hooks=hooks,
+                              registry=registry)
+    except BaseException:
+        for hook in hooks:
+            hook.close(timeout_s=0)
+        raise
 
 
 def wait_for_results(wiring: Wiring, results: Sequence[WindowResult], windows: int, what: str = "windows",

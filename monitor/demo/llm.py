@@ -28,14 +28,14 @@ from detectors import build_llm_reference
 from monitor.alerts import MemoryChannel
 from monitor.config import AlertsConfig, WindowConfig
 from monitor.demo.charlm import GPTConfig, generate, load_or_train
-from monitor.demo.common import demo_config, wait_for_results
+from monitor.demo.common import demo_config, demo_pipeline, wait_for_results
 from monitor.demo.llm_server import serve
+from monitor.demo.output import DemoOutput
 from monitor.demo.shakespeare import corpus
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
 from monitor.profiles import Profile
-from monitor.wiring import build_pipeline
 
 MODEL, VERSION = "charlm", "1"
 MAX_TOKENS = 60
@@ -108,7 +108,7 @@ def _call(port: int, prompt: str, stream: bool, seed: int) -> tuple[str, str]:
 
 def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 40, seed: int = 7,
                  cache_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
-                 alerts: AlertsConfig | None = None) -> LLMDemoReport:
+                 alerts: AlertsConfig | None = None, out: DemoOutput | None = None) -> LLMDemoReport:
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     text = corpus()
@@ -122,11 +122,11 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
     for i, prompt in enumerate(_prompts(text, rng, 120)):
         gen = generate(model, tokenizer, prompt, MAX_TOKENS, temperature=0.8, seed=seed + i, stop="\n\n")
         steps = list(gen)
-        out = "".join(s.text for s in steps)
+        answer = "".join(s.text for s in steps)
         tokens.append(len(steps))
         logprobs.append(float(np.mean([s.logprob for s in steps])) if steps else np.nan)
-        empty.append(not out.strip())
-        refusal.append(is_refusal(out))
+        empty.append(not answer.strip())
+        refusal.append(is_refusal(answer))
     reference = build_llm_reference(np.array(tokens, dtype=np.float64), np.array(logprobs), np.array(empty),
                                     np.array(refusal), accepted=rng.random(len(tokens)) < 0.85)
     profile = Profile(model=MODEL, version=VERSION, llm=reference, training_run=f"demo://charlm/seed-{seed}")
@@ -144,8 +144,7 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
     inject_at = windows // 2
     accepted_by_window: list[float] = []
     with ExitStack() as running:  # on the way out: sidecar, producers, model server, then the pipeline
-        wiring = build_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channels=[channel],
-                                on_result=results.append)
+        wiring = demo_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channel, results, out)
         running.callback(wiring.close)
         wiring.start()
         server = serve(model, tokenizer, model_name=MODEL)
@@ -188,6 +187,9 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
             ttft_p50_s=float("nan") if llm is None else round(llm.ttft_s.p50, 4),
             detectors=tuple(f.detector for f in found if f.drifted),
             findings=tuple(llm.findings) if llm else ()))
+    if out is not None:
+        for alert in channel.alerts:
+            out.alert(alert)
     return LLMDemoReport(windows=windows, window_size=window_size, drift_injected_at_window=inject_at,
                          train_seconds=round(stats.seconds, 1),
                          val_loss=float("nan") if stats.val_loss is None else round(stats.val_loss, 3),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -73,11 +73,20 @@ class Finding:
 
 @dataclass(frozen=True)
 class GaugeSpec:
-    """A Prometheus gauge a detector sets; it is labelled ``model``, ``version`` and then ``labels``."""
+    """A Prometheus gauge a detector sets; it is labelled ``model``, ``version`` and then ``labels``.
+
+    ``type="summary"`` is for quantiles of the last window: ``labels`` then ends with ``quantile`` (a label
+    Prometheus reserves for summaries), and the metric is exposed as a summary of quantile samples only, without
+    ``_sum`` and ``_count`` (the per-event histograms hold those)."""
 
     name: str
     help: str
     labels: tuple[str, ...] = ()
+    type: Literal["gauge", "summary"] = "gauge"
+
+    def __post_init__(self) -> None:
+        if (self.type == "summary") != (self.labels[-1:] == ("quantile",)):
+            raise ValueError(f"gauge {self.name}: the label 'quantile' must come last, and only in a summary")
 
 
 @dataclass(frozen=True)

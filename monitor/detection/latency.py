@@ -40,7 +40,7 @@ class Latency(DetectorBase):
     needs: ClassVar[tuple[str, ...]] = ("latency",)
     gauges: ClassVar[tuple[GaugeSpec, ...]] = (
         GaugeSpec("inferwatch_latency_seconds", "Percentiles of total and GPU latency in the last window.",
-                  ("kind", "quantile")),
+                  ("kind", "quantile"), type="summary"),
     )
 
     @classmethod

@@ -20,10 +20,15 @@ class LLMQuality(DetectorBase):
     name: ClassVar[str] = "llm_quality"
     needs: ClassVar[tuple[str, ...]] = ("llm", "acceptances")
     gauges: ClassVar[tuple[GaugeSpec, ...]] = (
-        GaugeSpec("inferwatch_llm_rate", "Acceptance, empty-output and refusal rates of the last window.", ("rate",)),
+        GaugeSpec("inferwatch_llm_response_ratio",
+                  "Share of the last window's responses accepted (joined feedback), empty, or refused.", ("kind",)),
         GaugeSpec("inferwatch_llm_latency_seconds",
                   "Percentiles of time to first token and time per output token in the last window.",
-                  ("kind", "quantile")),
+                  ("kind", "quantile"), type="summary"),
+        GaugeSpec("inferwatch_llm_output_tokens", "Percentiles of output length in tokens in the last window.",
+                  ("quantile",), type="summary"),
+        GaugeSpec("inferwatch_llm_mean_logprob",
+                  "Mean over the last window's outputs of their mean token log-probability (nats)."),
     )
 
     def __init__(self, model: ModelContext) -> None:
@@ -55,8 +60,14 @@ class LLMQuality(DetectorBase):
     def samples(result: LLMQualityResult) -> Iterator[Sample]:
         for test in result.tests:
             if test.name in ("acceptance", "empty", "refusal"):
-                yield Sample("inferwatch_llm_rate", test.value, (test.name,))
+                yield Sample("inferwatch_llm_response_ratio", test.value, (test.name,))
         for kind, pct in (("time_to_first_token", result.ttft_s), ("time_per_output_token", result.tpot_s)):
             for q, value in (("0.5", pct.p50), ("0.95", pct.p95), ("0.99", pct.p99)):
                 if not math.isnan(value):
                     yield Sample("inferwatch_llm_latency_seconds", value, (kind, q))
+        tokens = result.output_tokens
+        for q, value in (("0.5", tokens.p50), ("0.95", tokens.p95), ("0.99", tokens.p99)):
+            if not math.isnan(value):
+                yield Sample("inferwatch_llm_output_tokens", value, (q,))
+        if not math.isnan(result.mean_logprob):
+            yield Sample("inferwatch_llm_mean_logprob", result.mean_logprob)

@@ -139,6 +139,18 @@ class Consumer(Protocol):
         """
         ...
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """``{(topic, partition): records}`` between this member's position and the end of each assigned
+        partition, as of the last :meth:`poll` (no request of its own); a partition whose end is not known yet
+        (nothing fetched from it) is left out.
+
+        Raises
+        ------
+        TransportError
+            The consumer is closed.
+        """
+        ...
+
     def commit(self, offsets: Mapping[tuple[str, int], int],
                metadata: Mapping[tuple[str, int], str] | None = None) -> None:
         """Synchronously commit ``{(topic, partition): next offset to read}`` for the group.

@@ -560,6 +560,23 @@ class _KafkaConsumer(Consumer):
             )
         return out
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """The highwater mark comes with every fetch response and the position moves as records are returned,
+        so both are known locally; ``position`` is asked with no time to wait, so a partition whose position
+        is being reset (just assigned or rewound) costs no round trip and is left out until it has one."""
+        if self._closed:
+            raise TransportError("consumer is closed")
+        out: dict[tuple[str, int], int] = {}
+        try:
+            for tp in self._client.assignment():
+                end = self._client.highwater(tp)
+                position = self._client.position(tp, timeout_ms=0) if end is not None else None
+                if position is not None:
+                    out[(tp.topic, tp.partition)] = max(0, end - position)
+        except KafkaError:  # e.g. IllegalStateError: unassigned by a rebalance since assignment() answered
+            return out
+        return out
+
     def rewind(self) -> None:
         """kafka-python keeps the position of a partition that stays assigned across a rebalance; a reader that
         dropped what it held uncommitted needs those records again."""

@@ -371,6 +371,12 @@ class _MemoryConsumer(Consumer):
         self._positions = positions
         return out
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        bus = self._bus
+        with bus._cond:
+            self._check_open()
+            return {tp: bus._topic(tp[0]).logs[tp[1]].end - pos for tp, pos in self._positions.items()}
+
     def rewind(self) -> None:
         with self._bus._cond:
             self._check_open()
