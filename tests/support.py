@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -135,3 +140,43 @@ server: {{port: {port}{", " + server if server else ""}}}
         stop.set()
         thread.join(DEADLINE_S)
     assert not thread.is_alive(), f"the daemon did not stop within {DEADLINE_S:.0f} s of the stop signal"
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def prometheus_query(port: int, promql: str) -> list[dict[str, Any]]:
+    """The result vector of an instant query against the Prometheus on ``port``."""
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = json.loads(response.read())
+    if body["status"] != "success":
+        raise AssertionError(body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+@contextlib.contextmanager
+def running_prometheus(folder: Path, jobs: Mapping[str, int]) -> Iterator[int]:
+    """A real Prometheus (Debian package) scraping ``jobs`` (job name → port on 127.0.0.1) every second, until
+    every target is up; yields its port and stops it at the end."""
+    assert PROMETHEUS is not None, "needs Prometheus: apt-get install prometheus (make test installs it)"
+    port = free_port()
+    scrape = "\n".join(f'  - {{job_name: {job}, static_configs: [{{targets: ["127.0.0.1:{p}"]}}]}}'
+                       for job, p in jobs.items())
+    (folder / "prometheus.yml").write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                                           f"scrape_configs:\n{scrape}\n")
+    process = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(prometheus_query(port, "up == 1")) == len(jobs), "Prometheus to scrape every target",
+                   interval_s=0.5)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)

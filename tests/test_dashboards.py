@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -31,11 +29,18 @@ from dashboards import KINDS, build_dashboards, dashboard_uid, panel_queries, wr
 from monitor.errors import ConfigError
 from monitor.events import Event, FeedbackEvent, Generation, InferenceEvent, Latency, encode_batch
 from monitor.profiles import Profile, save_profile
-from tests.support import DEADLINE_S, Daemon, free_port, wait_until
+from tests.support import (
+    DEADLINE_S,
+    PROMETHEUS,
+    Daemon,
+    free_port,
+    prometheus_query,
+    running_prometheus,
+    wait_until,
+)
 
 pytest.importorskip("grafana_foundation_sdk", reason="dashboards need grafana-foundation-sdk (inferwatch[grafana])")
 
-PROMETHEUS = shutil.which("prometheus")
 METRIC = re.compile(r"\binferwatch_[a-z0-9_]+")
 #: Each dashboard's template variables as the test sets them: one model of each kind, all of the fleet.
 VALUES = {"classifier": ("tabular", "7"), "generator": ("chat", "1"), "fleet": (".*", ".*")}
@@ -278,16 +283,6 @@ def _total(text: str, name: str, **labels: str) -> float:
                if s.name == name and labels.items() <= s.labels.items())
 
 
-def prom_query(port: int, promql: str) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.loads(response.read())
-    if body["status"] != "success":
-        raise AssertionError(body)
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
 @dataclass
 class Stack:
     prometheus_port: int
@@ -380,18 +375,7 @@ server: {{port: {port}}}
             exporter, _ = start_http_server(gpu_port, "127.0.0.1", gpu_registry)
             running.callback(exporter.shutdown)
             targets["gpu"] = gpu_port
-        prometheus_port = free_port()
-        scrape = "\n".join(f'  - {{job_name: {job}, static_configs: [{{targets: ["127.0.0.1:{p}"]}}]}}'
-                           for job, p in targets.items())
-        (folder / "prometheus.yml").write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                                               f"scrape_configs:\n{scrape}\n")
-        prometheus = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prometheus_port}"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        running.callback(lambda: _stop(prometheus))
-        wait_until(lambda: len([r for r in prom_query(prometheus_port, "up == 1")]) == len(targets),
-                   "Prometheus to scrape every target", interval_s=0.5)
+        prometheus_port = running.enter_context(running_prometheus(folder, targets))
 
         start = time.time() - 3600
         for w in range(WINDOWS):
@@ -421,20 +405,12 @@ server: {{port: {port}}}
         wait_until(lambda: _total(daemon.request("GET", "/metrics")[1].decode(),
                                   "inferwatch_alert_notifications_total", outcome="delivered") >= 1,
                    "the drift alert to reach the webhook")
-        wait_until(lambda: float(prom_query(prometheus_port, "sum(inferwatch_windows_closed_total)")[0]["value"][1])
-                   >= 2 * WINDOWS, "Prometheus to scrape the last windows", interval_s=0.5)
+        closed = "sum(inferwatch_windows_closed_total)"
+        wait_until(lambda: float(prometheus_query(prometheus_port, closed)[0]["value"][1]) >= 2 * WINDOWS,
+                   "Prometheus to scrape the last windows", interval_s=0.5)
         yield Stack(prometheus_port=prometheus_port, daemon_metrics=daemon.request("GET", "/metrics")[1].decode(),
                     sidecar_metrics=Daemon(admin_port).request("GET", "/metrics")[1].decode(),
                     gpu=sampler.available, gpu_reason=sampler.reason or "")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(15)
 
 
 @pytest.mark.slow
@@ -465,7 +441,7 @@ def _unanswered(dashboards: dict[str, dict[str, Any]], port: int, gpu: bool) -> 
                 found = re.fullmatch(r"label_values\((.+), (\w+)\)", str(variable.get("query", "")))
                 if found:  # the selector whose label values fill the variable's list
                     queries.append((f"{kind} variable {variable['name']}", concrete(kind, found.group(1))))
-    return [f"{where}: {expr}" for where, expr in queries if not prom_query(port, expr)]
+    return [f"{where}: {expr}" for where, expr in queries if not prometheus_query(port, expr)]
 
 
 @pytest.mark.slow

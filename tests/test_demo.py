@@ -91,12 +91,19 @@ def test_kafka_demo_with_a_class_mix_shift(kafka_bootstrap: str) -> None:
     assert any(a["detector"] == "prediction_drift" for a in report["alerts"])  # type: ignore[union-attr]
 
 
-def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift() -> None:
+def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift(tmp_path: Path) -> None:
     from monitor.demo import run_llm_demo
+    from monitor.demo.output import DemoOutput
 
-    report = run_llm_demo(windows=6, window_size=30, seed=11)
+    report = run_llm_demo(windows=6, window_size=30, seed=11, out=DemoOutput(tmp_path))
     assert report.captured >= 0.97 * 6 * 30  # the sidecar captured (nearly) every completion
     firing = [a for a in report.alerts if a["status"] == "firing"]
     assert firing, "no LLM alert after prompts moved to another domain"
     assert min(int(a["window"]) for a in firing) >= report.drift_injected_at_window  # type: ignore[call-overload]
     assert all(w.ttft_p50_s > 0 for w in report.per_window)  # the sidecar measured time to first token
+    # the generator's alerts annotate and snapshot the generator dashboard; its profile holds no input features,
+    # so there is no report, and no link to one
+    saved = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert saved and all(a["links"]["report"] == "" for a in saved)
+    annotations = [json.loads(p.read_text()) for p in (tmp_path / "grafana").glob("*-annotation-*.json")]
+    assert len(annotations) == len(saved) and {a["dashboardUID"] for a in annotations} == {"inferwatch-generator"}

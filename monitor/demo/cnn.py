@@ -24,7 +24,7 @@ from detectors import fit_calibrator
 from monitor.alerts import MemoryChannel
 from monitor.config import AlertsConfig, WindowConfig
 from monitor.datafiles import Table
-from monitor.demo.common import demo_config, demo_pipeline, wait_for_results
+from monitor.demo.common import close_timeout, demo_config, demo_pipeline, wait_for_results
 from monitor.demo.output import DemoOutput
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
@@ -209,7 +209,7 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
         labels.close()
         wait_for_results(wiring, results, windows)
     finally:
-        wiring.close()
+        wiring.close(timeout_s=close_timeout(out))
         if tmp is not None:
             tmp.cleanup()
     if out is not None:

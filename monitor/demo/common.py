@@ -18,6 +18,14 @@ from monitor.wiring import Wiring, build_pipeline
 
 #: How long a demo waits, after its last request, for the pipeline to evaluate every window.
 RESULTS_TIMEOUT_S = 60.0
+#: How long a demo's shutdown waits for each part; with ``--out``, the report worker's queue too (importing
+#: evidently takes seconds, more on a busy machine, and each report about a second).
+CLOSE_TIMEOUT_S = 10.0
+OUT_CLOSE_TIMEOUT_S = 300.0
+
+
+def close_timeout(out: DemoOutput | None) -> float:
+    return CLOSE_TIMEOUT_S if out is None else OUT_CLOSE_TIMEOUT_S
 
 
 def demo_config(name: str, model: str, version: str, profile: str, training_run: str | None, kafka: str | None,

@@ -28,7 +28,7 @@ from detectors import build_llm_reference
 from monitor.alerts import MemoryChannel
 from monitor.config import AlertsConfig, WindowConfig
 from monitor.demo.charlm import GPTConfig, generate, load_or_train
-from monitor.demo.common import demo_config, demo_pipeline, wait_for_results
+from monitor.demo.common import close_timeout, demo_config, demo_pipeline, wait_for_results
 from monitor.demo.llm_server import serve
 from monitor.demo.output import DemoOutput
 from monitor.demo.shakespeare import corpus
@@ -145,7 +145,7 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
     accepted_by_window: list[float] = []
     with ExitStack() as running:  # on the way out: sidecar, producers, model server, then the pipeline
         wiring = demo_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channel, results, out)
-        running.callback(wiring.close)
+        running.callback(wiring.close, close_timeout(out))
         wiring.start()
         server = serve(model, tokenizer, model_name=MODEL)
         server.start()
