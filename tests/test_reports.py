@@ -33,7 +33,7 @@ from monitor.profiles import Profile, load_profile
 from monitor.reports import ReportHook, ReportNameError, ReportStore, default_base_url, report_name, report_page
 from monitor.windows import ClosedWindow
 from monitor.wiring import Wiring, build_pipeline
-from tests.support import FEATURES, MODEL, VERSION, events, wait_until, write_profile
+from tests.support import DEADLINE_S, FEATURES, MODEL, VERSION, events, wait_until, write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = "models:\n  - {name: digits, version: 1, profile: digits.profile.npz}\n"
@@ -240,17 +240,17 @@ def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 @pytest.mark.slow
 def test_the_alert_links_the_report_and_is_sent_before_the_report_exists(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import monitor.reports.worker as worker
+    from monitor.reports.process import ProcessBuilder
 
     gate, building = threading.Event(), threading.Event()
-    real = worker.build_html
+    real = ProcessBuilder.__call__
 
-    def gated(*args):  # type: ignore[no-untyped-def]
+    def gated(self, *args):  # type: ignore[no-untyped-def]  # the report is then built in the child, for real
         building.set()
         assert gate.wait(120), "the test never opened the gate"
-        return real(*args)
+        return real(self, *args)
 
-    monkeypatch.setattr(worker, "build_html", gated)
+    monkeypatch.setattr(ProcessBuilder, "__call__", gated)
     channel, registry = MemoryChannel(), CollectorRegistry()
     wiring = _wiring(tmp_path, channel, registry)
     assert wiring.reports is not None
@@ -278,12 +278,12 @@ def test_the_alert_links_the_report_and_is_sent_before_the_report_exists(tmp_pat
 
 
 def test_a_report_that_fails_serves_why_and_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import monitor.reports.worker as worker
+    from monitor.reports.process import ProcessBuilder
 
-    def broken(*args):  # type: ignore[no-untyped-def]
+    def broken(self, *args):  # type: ignore[no-untyped-def]
         raise RuntimeError("evidently ran out of luck")
 
-    monkeypatch.setattr(worker, "build_html", broken)
+    monkeypatch.setattr(ProcessBuilder, "__call__", broken)
     channel, registry = MemoryChannel(), CollectorRegistry()
     wiring = _wiring(tmp_path, channel, registry)
     assert wiring.reports is not None
@@ -374,3 +374,39 @@ def test_a_reports_dir_that_cannot_be_made_fails_at_start_naming_the_key(tmp_pat
     with pytest.raises(ConfigError, match=r"reports\.dir"):
         ReportHook.from_config(ReportsConfig(dir=str(tmp_path / "file" / "reports")), ServerConfig(), {},
                                CollectorRegistry())
+
+
+@pytest.mark.slow
+def test_the_report_process_sends_back_failures_and_survives_its_own_death(tmp_path: Path) -> None:
+    from monitor.reports.process import ProcessBuilder, ReportProcessError
+    from monitor.reports.worker import ReportJob
+
+    profile = load_profile(write_profile(tmp_path))
+    builder = ProcessBuilder({f"{MODEL}/{VERSION}": profile})
+    wrong = ReportJob(model=MODEL, version=VERSION, name="w1", window_id="w1", features=np.zeros((50, 2)),
+                      predictions=np.zeros(50, np.int64), labels=None)  # 2 columns where the profile has 4
+    try:
+        with pytest.raises(ReportProcessError, match=r"ReportError: features of shape \(50, 2\)"):  # from the child
+            builder(profile, wrong, 500, 500)
+        assert builder.started == 1
+        good = ReportJob(model=MODEL, version=VERSION, name="w2", window_id="w2",
+                         features=np.random.default_rng(1).normal(size=(200, 4)),
+                         predictions=np.zeros(200, np.int64), labels=None)
+        outcome: list[object] = []
+        thread = threading.Thread(target=lambda: outcome.append(_call(builder, profile, good)))
+        thread.start()
+        process = wait_until(lambda: builder._process, "the report process")
+        process.kill()  # killed for memory, say: only this job fails
+        thread.join(DEADLINE_S)
+        assert isinstance(outcome[0], ReportProcessError) and "died" in str(outcome[0])
+        assert b"w2" in builder(profile, good, 500, 500)  # the next job starts another child
+        assert builder.started == 2
+    finally:
+        builder.close()
+
+
+def _call(builder: object, profile: object, job: object) -> object:
+    try:
+        return builder(profile, job, 500, 500)  # type: ignore[operator]
+    except Exception as exc:
+        return exc

@@ -3,8 +3,9 @@
 :meth:`ReportHook.links` promises ``{base_url}/reports/{model}/{version}/{window}.html`` (no I/O).
 :meth:`ReportHook.fired` copies a bounded, seeded sample of the alerting window's rows (so the pipeline's arrays
 are not held) and queues it; when the queue is full the oldest job is dropped, counted, and its URL then says so.
-The worker builds the report with Evidently (:mod:`monitor.reports.evidently_report`, imported on the first
-job) and writes it to the :class:`~monitor.reports.store.ReportStore`; a report that fails is logged, counted and
+The worker has the report built with Evidently (:mod:`monitor.reports.evidently_report`) — in the daemon in a
+child process (:mod:`monitor.reports.process`), so that it never holds the detection thread's GIL — and writes it
+to the :class:`~monitor.reports.store.ReportStore`; a report that fails is logged, counted and
 recorded, and its URL serves the reason. :func:`report_page` serves the store over HTTP.
 """
 
@@ -27,6 +28,7 @@ from monitor.alerts import Alert, AlertedWindow
 from monitor.config import ReportsConfig, ServerConfig, default_of
 from monitor.errors import ConfigError
 from monitor.profiles import Profile
+from monitor.reports.process import ProcessBuilder
 from monitor.reports.store import ReportNameError, ReportStore, report_name, safe_name
 
 __all__ = ["ReportHook", "ReportJob", "ReportMetrics", "default_base_url", "report_page"]
@@ -109,7 +111,8 @@ class ReportHook:
         reports are still written.
     reference_rows, window_rows : caps of the two samples compared (seeded uniform samples).
     queue_size : windows that may wait for the worker; beyond it the oldest is dropped.
-    builder : turns (profile, job, reference_rows, window_rows) into the HTML page (default :func:`build_html`).
+    builder : turns (profile, job, reference_rows, window_rows) into the HTML page (default :func:`build_html` in
+        the worker thread; the daemon's :meth:`from_config` builds in a child process, :class:`ProcessBuilder`).
     """
 
     name = "report"
@@ -150,7 +153,7 @@ class ReportHook:
             raise ConfigError(f"cannot use {config.dir} for reports: {exc.strerror or exc} at reports.dir") from exc
         return cls(store, profiles, registry, base_url=base,
                    reference_rows=config.reference_rows, window_rows=config.window_rows,
-                   queue_size=config.queue_size)
+                   queue_size=config.queue_size, builder=ProcessBuilder(profiles))
 
     # -- the hook ------------------------------------------------------------------------------------------
     def url(self, model: str, version: str, window_id: str) -> str | None:
@@ -210,6 +213,8 @@ class ReportHook:
                 self._abandon = True
                 left = len(self._queue)
             log.warning("reports: %d queued report(s) not written before shutdown", left)
+        if isinstance(self._builder, ProcessBuilder):
+            self._builder.close()
 
     @property
     def backlog(self) -> int:
