@@ -213,7 +213,9 @@ ChannelConfig = WebhookChannelConfig | SlackChannelConfig | AlertmanagerChannelC
 
 class RuleConfig(_Strict, frozen=True):
     """Overrides for the alerts of one ``detector`` (optionally of one ``model``, by name); the most specific
-    rule wins. ``detector: no_data`` fires when a configured model sends nothing for ``after_s``."""
+    rule wins. ``detector: no_data`` fires when a configured model sends nothing for ``after_s``;
+    ``detector: no_baseline`` fires (once per model) when events arrive for a version of a configured model that
+    has no profile, and resolves after ``after_s`` (default 600) without such events."""
 
     detector: Name
     model: Name | None = None
@@ -467,10 +469,12 @@ def check_alerts(alerts: AlertsConfig, source: str = "config") -> None:
         breaches, of = rule.breaches or alerts.breaches, rule.of or alerts.of
         if breaches > of:
             raise ConfigError(f"{source}: alerts.rules[{i}]: breaches ({breaches}) cannot exceed of ({of})")
-        if (rule.detector == "no_data") != (rule.after_s is not None):
-            raise ConfigError(f"{source}: alerts.rules[{i}].after_s: " + (
-                "a no_data rule needs after_s (seconds of silence)" if rule.detector == "no_data"
-                else f"after_s applies to no_data rules only, not {rule.detector}"))
+        if rule.detector == "no_data" and rule.after_s is None:
+            raise ConfigError(f"{source}: alerts.rules[{i}].after_s: a no_data rule needs after_s (seconds of "
+                              "silence)")
+        if rule.detector not in ("no_data", "no_baseline") and rule.after_s is not None:
+            raise ConfigError(f"{source}: alerts.rules[{i}].after_s: after_s applies to no_data and no_baseline "
+                              f"rules only, not {rule.detector}")
     secrets = {"webhook": ("secret_file", "secret_env"), "slack": ("url", "url_file", "url_env"),
                "pagerduty": ("routing_key_file", "routing_key_env")}
     for i, channel in enumerate(alerts.channels):

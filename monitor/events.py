@@ -49,6 +49,7 @@ REJECT_REASONS: Final = (
     "non_finite",
     "too_large",
     "unknown_model",
+    "no_baseline",  # a configured model, but a version with no profile
     "feature_mismatch",
     "out_of_range",
     "processing_error",  # the pipeline failed on a record that decoded (a bug, logged with its traceback)

@@ -66,6 +66,7 @@ class Pipeline:
         """``alerting`` (rules, state and channels, see :func:`monitor.wiring.build_alerting`) by default keeps
         its state in memory and delivers to ``channels``."""
         self.config = config
+        self._names = {m.name for m in config.models}
         self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run, registry)
                         for m in config.models}
         for m in config.models:
@@ -207,14 +208,24 @@ class Pipeline:
                 continue
             model = self._models.get(event.key)
             if model is None:
-                self._reject(message, EventError("unknown_model", f"no profile is configured for {event.key!r}",
-                                                 encode_event(event) if decoded.batch else None))
+                self._unknown(message, event, decoded.batch)
             elif isinstance(event, FeedbackEvent):
                 self._metrics.feedback_consumed.labels(model=event.model, version=event.version).inc()
                 self._feedback(message, model, event, decoded.batch)
             else:
                 closed += self._add(message, index, model, event, decoded.batch)
         return closed
+
+    def _unknown(self, message: Message, event: InferenceEvent | FeedbackEvent, batch: bool) -> None:
+        """An event of no configured model/version: dead-lettered; a version of a configured model without a
+        profile also raises ``no_baseline`` for that model (one alert, not one per event)."""
+        part = encode_event(event) if batch else None
+        if event.model in self._names:
+            self._reject(message, EventError("no_baseline", f"{event.model} has no profile for version "
+                                                            f"{event.version!r}", part))
+            self._alerting.unprofiled(event.model, event.version, event.time)
+        else:
+            self._reject(message, EventError("unknown_model", f"no profile is configured for {event.key!r}", part))
 
     def _skip_on_resume(self, tp: TopicPartition, offset: int) -> int:
         """Events to skip in the first record read from a partition: those a committed ``skip=N`` covers."""

@@ -206,7 +206,7 @@ def test_the_state_file_is_replaced_atomically(tmp_path: Path) -> None:
     ("alerts: {breaches: 3, of: 2}", "alerts.breaches \\(3\\) cannot exceed alerts.of \\(2\\)"),
     ("alerts: {rules: [{detector: feature_drift, breaches: 5}]}", "alerts.rules\\[0\\]: breaches \\(5\\)"),
     ("alerts: {rules: [{detector: no_data}]}", "alerts.rules\\[0\\].after_s: a no_data rule needs after_s"),
-    ("alerts: {rules: [{detector: feature_drift, after_s: 5}]}", "after_s applies to no_data rules only"),
+    ("alerts: {rules: [{detector: feature_drift, after_s: 5}]}", "after_s applies to no_data and no_baseline"),
     ("alerts: {rules: [{detector: feature_drift, severity: page}]}", "at alerts.rules\\[0\\].severity"),
     ("alerts: {channels: [{type: sms, url: 'http://x'}]}", "Invalid value 'sms' at alerts.channels\\[0\\].type"),
     ("alerts: {channels: [{type: webhook, url: '127.0.0.1:9000/hook'}]}", "at alerts.channels\\[0\\].url"),

@@ -55,6 +55,11 @@ class Alert:
     training_run: str | None = None
 
     @property
+    def has_window(self) -> bool:
+        """Whether a window raised it (``no_data`` and ``no_baseline`` are about traffic, not a window)."""
+        return bool(self.window_id)
+
+    @property
     def title(self) -> str:
         """One line: what, where, how bad."""
         what = "resolved" if self.status == "resolved" else self.severity.upper()

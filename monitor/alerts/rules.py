@@ -1,6 +1,7 @@
 """Alert rules and the lifecycle of each alert: pending → firing → (repeated) → resolved, persisted.
 
-An alert's fingerprint is (model, version, rule); a rule is named by its detector (``no_data`` included). It
+An alert's fingerprint is (model, version, rule); a rule is named by its detector (``no_data`` included;
+``no_baseline``, traffic of a version with no profile, is one alert per model, its version ``*``). It
 is *pending* while some of the last ``of`` windows breached, *fires* when ``breaches`` of them did (k-of-n
 persistence: one unlucky window does not page anyone), is repeated every ``renotify_s`` while it keeps
 breaching, and *resolves* after ``resolve_after`` consecutive clean windows. Windows with insufficient data
@@ -30,6 +31,10 @@ from monitor.errors import ConfigError
 log = logging.getLogger(__name__)
 
 NO_DATA = "no_data"
+NO_BASELINE = "no_baseline"
+#: How long a model must send no event of an unprofiled version before its ``no_baseline`` alert resolves,
+#: unless a ``no_baseline`` rule gives ``after_s``.
+NO_BASELINE_QUIET_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,43 @@ class AlertRules:
             self._dirty.add(fingerprint)
             return self._alert(fingerprint, "resolved", rule, obs, started_at=started, ended_at=now)
         return None
+
+    # -- versions without a profile ------------------------------------------------------------------------
+    def unprofiled(self, model: str, version: str, event_time: float, count: int) -> Alert | None:
+        """Events of ``model`` arrive for ``version``, which has no profile (``count`` so far): fire
+        ``no_baseline`` for the model, once (the version is named in the first notification)."""
+        fingerprint = _fingerprint(model, "*", NO_BASELINE)
+        st = self._state.get(fingerprint)
+        if st is not None and st.firing is not None:
+            return None
+        rule = self.rule(NO_BASELINE, model)
+        now = self._clock()
+        st = self._state.setdefault(fingerprint, _State(recent=deque(maxlen=1), seen=deque(maxlen=1)))
+        summary = (f"events of {model} arrive for version {version}, which has no profile: they are dead-lettered, "
+                   "not compared with anything (add the version to models: with its profile)")
+        obs = Observation(model, "*", NO_BASELINE, -1, "", event_time, event_time, True, summary=summary,
+                          evidence=(Evidence("", "events", float(count), threshold=0.0),))
+        st.firing = self._alert(fingerprint, "firing", rule, obs, started_at=now)
+        st.notified_at = now
+        self._dirty.add(fingerprint)
+        return st.firing
+
+    def profiled_again(self, model: str, quiet_s: float) -> Alert | None:
+        """No event of an unprofiled version of ``model`` for ``quiet_s``: resolve its ``no_baseline`` alert once
+        that passes the rule's ``after_s`` (default :data:`NO_BASELINE_QUIET_S`)."""
+        fingerprint = _fingerprint(model, "*", NO_BASELINE)
+        st = self._state.get(fingerprint)
+        rule = self.rule(NO_BASELINE, model)
+        if st is None or st.firing is None or quiet_s < (rule.after_s or NO_BASELINE_QUIET_S):
+            return None
+        now = self._clock()
+        started = st.firing.started_at
+        obs = Observation(model, "*", NO_BASELINE, -1, "", started, now, False,
+                          summary=f"no events of {model} without a profile for {quiet_s:.0f} s")
+        st.firing = None
+        st.notified_at = now
+        self._dirty.add(fingerprint)
+        return self._alert(fingerprint, "resolved", rule, obs, started_at=started, ended_at=now)
 
     # -- state -------------------------------------------------------------------------------------------
     @property

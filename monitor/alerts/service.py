@@ -15,7 +15,7 @@ from monitor.alerts.channels import Channel
 from monitor.alerts.delivery import AlertMetrics
 from monitor.alerts.hooks import AlertedWindow, AlertHook
 from monitor.alerts.notification import Alert
-from monitor.alerts.rules import NO_DATA, AlertRules, Observation
+from monitor.alerts.rules import NO_BASELINE, NO_DATA, AlertRules, Observation
 from monitor.config import SEVERITIES
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,11 @@ class Alerting:
         self._metrics = metrics
         self._clock = clock
         start = clock()
+        self._start = start
         # Silence is counted from start: a model that never sends anything fires no_data too.
         self._last_seen = {model: start for model in models}
+        self._unprofiled_seen: dict[str, float] = {}  # model -> when an event of a version without profile came
+        self._unprofiled_count: dict[str, int] = {}
         self._last_event_time: dict[tuple[str, str], float] = {}
         self._silent: set[tuple[str, str]] = set()  # models whose no_data alert fires
         firing = rules.firing
@@ -63,12 +66,26 @@ class Alerting:
             if alert is not None:
                 self._publish([alert])
 
+    def unprofiled(self, model: str, version: str, event_time: float) -> None:
+        """An event of ``model`` for ``version``, which has no profile: ``no_baseline`` fires for the model once."""
+        count = self._unprofiled_count.get(model, 0) + 1
+        self._unprofiled_count[model] = count
+        self._unprofiled_seen[model] = self._clock()
+        alert = self.rules.unprofiled(model, version, event_time, count)
+        if alert is not None:
+            self._publish([alert])
+
     def tick(self) -> list[Alert]:
-        """Fire ``no_data`` for every watched model silent for longer than its rule allows."""
+        """Fire ``no_data`` for every watched model silent for longer than its rule allows; resolve
+        ``no_baseline`` of models whose events of unprofiled versions stopped."""
         now = self._clock()
         alerts = [a for (model, version), last in self._last_seen.items()
                   if (a := self.rules.silence(model, version, now - last,
                                               self._last_event_time.get((model, version), 0.0))) is not None]
+        for model in {a.model for a in self.rules.firing if a.detector == NO_BASELINE}:  # restored ones too
+            resolved = self.rules.profiled_again(model, now - self._unprofiled_seen.get(model, self._start))
+            if resolved is not None:
+                alerts.append(resolved)
         self._publish(alerts)
         return alerts
 

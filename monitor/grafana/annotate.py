@@ -42,7 +42,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.alerts.hooks import AlertedWindow
 from monitor.alerts.notification import Alert
-from monitor.alerts.rules import NO_DATA
 from monitor.config import GrafanaConfig
 from monitor.detection import BY_NAME
 from monitor.errors import ConfigError
@@ -152,7 +151,7 @@ class GrafanaHook:
         """The snapshot this hook will make (firing notifications of a window) and, unless the alert has one,
         a dashboard link to the model's dashboard over the window's time range."""
         out = {}
-        if alert.status == "firing" and alert.detector != NO_DATA:
+        if alert.status == "firing" and alert.has_window:
             out["snapshot"] = f"{self.grafana.url}/dashboard/snapshot/{self.snapshot_key(alert)}"
         if not alert.links.get("dashboard"):
             query = urlencode({"var-model": alert.model, "var-version": alert.version,
@@ -242,7 +241,7 @@ class GrafanaHook:
             self._ready.add(uid)
         start_ms, end_ms = int(result.first_time * 1000), int(result.last_time * 1000)
         for alert in job.alerts:
-            if alert.status == "firing" and alert.detector != NO_DATA:
+            if alert.status == "firing" and alert.has_window:
                 title = f"{alert.model}/{alert.version} {alert.detector} window #{alert.window}"
                 snap = snapshot_dashboard(dashboard, result, title, self._classes.get(key, ()))
                 self._request("snapshot", partial(self.grafana.snapshot, snap, title, self.snapshot_key(alert),

@@ -164,7 +164,7 @@ class ReportHook:
 
     def links(self, alert: Alert) -> Mapping[str, str]:
         profile = self._profiles.get(f"{alert.model}/{alert.version}")
-        if alert.status != "firing" or alert.detector == "no_data" or profile is None or profile.reference is None:
+        if alert.status != "firing" or not alert.has_window or profile is None or profile.reference is None:
             return {}  # no report will be written: no link
         url = self.url(alert.model, alert.version, alert.window_id)
         return {} if url is None else {"report": url}
