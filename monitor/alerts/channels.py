@@ -93,26 +93,27 @@ def build_channels(alerts: AlertsConfig, metrics: AlertMetrics, dead_letter: Dea
 
 def _format(key: str, name: str, config: object, environ: Mapping[str, str]) -> object:
     if isinstance(config, WebhookChannelConfig):
-        secrets = _secrets(key, "secret", config.secret_file, config.secret_env, environ, every_line=True)
+        secrets = read_secrets(key, "secret", config.secret_file, config.secret_env, environ, every_line=True)
         for i, secret in enumerate(secrets):
             _check_webhook_secret(f"{key}.{'secret_file' if config.secret_file else 'secret_env'}", i, secret)
         return WebhookFormat(config.url, secrets, name=name)
     if isinstance(config, SlackChannelConfig):
-        url = config.url or _secrets(key, "url", config.url_file, config.url_env, environ)[0]
+        url = config.url or read_secrets(key, "url", config.url_file, config.url_env, environ)[0]
         if not url.startswith(("https://", "http://")):
             raise ConfigError(f"{key}: the Slack webhook URL must start with https:// (it read as something else)")
         return SlackFormat(url, name=name)
     if isinstance(config, AlertmanagerChannelConfig):
         return AlertmanagerFormat(config.url, config.repost_s, name=name)
     if isinstance(config, PagerDutyChannelConfig):
-        routing_key = _secrets(key, "routing_key", config.routing_key_file, config.routing_key_env, environ)[0]
+        routing_key = read_secrets(key, "routing_key", config.routing_key_file, config.routing_key_env, environ)[0]
         return PagerDutyFormat(config.url, routing_key, name=name)
     raise ConfigError(f"{key}: unknown channel {type(config).__name__}")
 
 
-def _secrets(key: str, what: str, path: str | None, env: str | None, environ: Mapping[str, str],
-             every_line: bool = False) -> list[str]:
-    """The secret(s) a channel names; ``[]`` when it names none (an unsigned webhook)."""
+def read_secrets(key: str, what: str, path: str | None, env: str | None, environ: Mapping[str, str],
+                 every_line: bool = False) -> list[str]:
+    """The secret(s) a config section ``key`` names in ``{what}_file`` or ``{what}_env`` (a channel, Grafana);
+    ``[]`` when it names none (an unsigned webhook). Unreadable or empty: :class:`ConfigError` naming the key."""
     if path is not None:
         try:
             text = Path(path).read_text(encoding="utf-8")

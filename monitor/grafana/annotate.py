@@ -281,9 +281,9 @@ def grafana_hook(config: GrafanaConfig, registry: CollectorRegistry, profiles: M
         The token cannot be read or is empty, or grafana-foundation-sdk is not installed; the message names
         the key. Grafana itself is not asked anything here: an unreachable Grafana costs requests, not the start.
     """
-    from monitor.alerts.channels import _secrets  # the channels' secret reading: same files, same messages
+    from monitor.alerts.channels import read_secrets  # the channels' secret reading: same files, same messages
 
-    tokens = _secrets("grafana", "token", config.token_file, config.token_env, environ)
+    tokens = read_secrets("grafana", "token", config.token_file, config.token_env, environ)
     if not tokens:
         raise ConfigError("grafana: give one of token_file, token_env (a service-account token)")
     source = (f"grafana.token_file ({config.token_file})" if config.token_file is not None
