@@ -24,6 +24,7 @@ examples:
   inferwatch demo                               CNN + drift injection on the embedded bus
   inferwatch demo --kafka 127.0.0.1:9092 --json  the same through Kafka, one JSON object out
   inferwatch baseline --data train.npz --out model.profile.npz --model digits --version 3
+  inferwatch baseline --from-events kafka://127.0.0.1:9092/inferwatch.events --model digits/3 --out p.npz
   inferwatch drift --reference train.csv --current today.csv
   inferwatch run --config inferwatch.yaml        the daemon (Kafka, or embedded with HTTP ingest)
   inferwatch schema > record.schema.json         JSON Schema of Kafka record values
@@ -37,6 +38,17 @@ data files (every part optional; the profile holds what the file holds):
         embeddings (n, d); output_tokens, mean_logprob, empty, refusal (n,) [+ accepted] for an LLM
   .csv  header row; numeric columns are features, non-numeric ones categorical; columns named
         prediction, label and prob_0 .. prob_K-1 hold classes and probabilities
+"""
+
+
+BASELINE_SOURCES = """
+--from-run URI: the run's reference data (--artifact NAME, else train.npz, reference.npz, another .npz, a .csv,
+  else a ready *.profile.npz); the profile records the run (id, URL, its own accuracy or loss) and goes back to
+  the run (MLflow, a folder, an offline W&B run) before --out is written.
+--from-events SOURCE --model NAME/VERSION [--since T --until T]: the model's captured traffic, from a JSON-lines
+  file (one record value a line: an event or a batch) or kafka://HOST:PORT/TOPIC (every partition, up to its end
+  offsets now). Events are kept by their own time, in [--since, --until]; at most --max-rows of them. Feature
+  names are those the collectors produce; the profile records the first and last event time used.
 """
 
 
@@ -102,21 +114,41 @@ def _parser() -> argparse.ArgumentParser:
                             "pip install 'inferwatch[reports]'")
     drift.set_defaults(func=_drift)
 
-    base = sub.add_parser("baseline", help="build a reference profile from training or validation data",
+    base = sub.add_parser("baseline", help="build a reference profile from training data, a run or captured traffic",
                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                          description="Build the profile the daemon compares live windows with, from training or "
-                                      "validation data and the model's outputs on it.",
-                          epilog=DATA_FILES)
-    base.add_argument("--data", required=True, type=Path, help=".npz or .csv, see below")
+                          description="Build the profile the daemon compares live windows with, from one of: a data "
+                                      "file (training or validation data and the model's outputs on it), a training "
+                                      "run's reference data, or the model's own captured traffic.",
+                          epilog=DATA_FILES + BASELINE_SOURCES)
+    source = base.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, metavar="FILE", help=".npz or .csv, see below")
+    source.add_argument("--from-run", metavar="URI",
+                        help="a training run: mlflow://HOST:PORT/RUN_ID, runs:/RUN_ID (with --tracking-uri), "
+                             "wandb://ENTITY/PROJECT/RUN_ID, a W&B run directory, file:///FOLDER; see below")
+    source.add_argument("--from-events", metavar="SOURCE",
+                        help="captured events: a JSON-lines file, or kafka://HOST:PORT/TOPIC; see below")
     base.add_argument("--out", required=True, type=Path, help="profile file to write (.npz)")
-    base.add_argument("--model", default="model", help="model name the profile describes")
-    base.add_argument("--version", dest="model_version", default="1", help="model version")
-    base.add_argument("--training-run", default=None, help="id or URL of the training run")
+    base.add_argument("--model", default=None, metavar="NAME[/VERSION]",
+                      help="model name the profile describes (default 'model', with --from-run the run's name); "
+                           "NAME/VERSION sets the version too, and --from-events needs it")
+    base.add_argument("--version", dest="model_version", default=None, help="model version (default 1)")
+    base.add_argument("--training-run", default=None, help="id or URL of the training run (with --data)")
+    base.add_argument("--artifact", default=None, metavar="NAME",
+                      help="with --from-run: the run's artifact to build from (default: train.npz, reference.npz, "
+                           "another .npz, a .csv, else a ready *.profile.npz)")
+    base.add_argument("--tracking-uri", default=None, metavar="URI",
+                      help="MLflow tracking server for runs:/RUN_ID (default: $MLFLOW_TRACKING_URI)")
+    base.add_argument("--since", type=_timestamp, default=None, metavar="T",
+                      help="with --from-events: first event time kept (ISO 8601, UTC unless it names a zone, or "
+                           "Unix seconds)")
+    base.add_argument("--until", type=_timestamp, default=None, metavar="T",
+                      help="with --from-events: last event time kept (inclusive)")
     base.add_argument("--bins", type=int, default=10, help="reference-quantile bins for PSI (default 10)")
     base.add_argument("--calibration", choices=["temperature", "isotonic"], default="temperature",
                       help="probability calibration fitted on probabilities + labels, for CBPE (default temperature)")
     base.add_argument("--max-rows", type=int, default=20_000,
-                      help="rows kept in the numeric reference sample (default 20000)")
+                      help="rows kept in the numeric reference sample (default 20000); with --from-events, "
+                           "the most events read")
     base.set_defaults(func=_baseline)
 
     demo = sub.add_parser("demo", help="train a CNN, serve it through the collector, inject drift, watch",
@@ -290,12 +322,73 @@ def _baseline(args: argparse.Namespace) -> int:
     from monitor.offline import build_profile
     from monitor.profiles import save_profile
 
+    model, version = args.model, args.model_version
+    if model is not None and "/" in model:
+        model, _, named = model.rpartition("/")
+        if version is not None and version != named:
+            raise InferwatchError(f"--model {args.model} names version {named}, --version {version}")
+        version = named
+    if args.from_run is None and args.from_events is None and (
+            args.since is not None or args.until is not None or args.artifact is not None):
+        raise InferwatchError("--since, --until and --artifact go with --from-events or --from-run")
+    if args.from_run is not None:
+        return _baseline_from_run(args, model, version)
+    if args.from_events is not None:
+        return _baseline_from_events(args, model, version)
     table = read_table(args.data)
-    profile = build_profile(table, args.model, args.model_version, training_run=args.training_run, bins=args.bins,
+    model, version = model or "model", version or "1"
+    profile = build_profile(table, model, version, training_run=args.training_run, bins=args.bins,
                             calibration=args.calibration, max_rows=args.max_rows)
     save_profile(args.out, profile)
-    print(f"wrote {args.out}: {args.model}/{args.model_version} from {table.rows} rows: {profile.describe()}")
+    print(f"wrote {args.out}: {model}/{version} from {table.rows} rows: {profile.describe()}")
     return 0
+
+
+def _baseline_from_run(args: argparse.Namespace, model: str | None, version: str | None) -> int:
+    import os
+
+    from monitor.baselines import baseline_from_run
+
+    done = baseline_from_run(args.from_run, args.out, model, version, artifact=args.artifact,
+                             tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+                             bins=args.bins, calibration=args.calibration, max_rows=args.max_rows)
+    p = done.profile
+    rows = "a ready profile" if done.rows is None else f"{done.rows} rows"
+    logged = f"; logged to {done.logged}" if done.logged else ""
+    print(f"wrote {args.out}: {p.model}/{p.version} from {rows} of {done.artifact} in run {p.training_run}"
+          f"{logged}: {p.describe()}")
+    return 0
+
+
+def _baseline_from_events(args: argparse.Namespace, model: str | None, version: str | None) -> int:
+    from monitor.baselines import profile_from_events, read_events
+    from monitor.profiles import save_profile
+
+    if model is None or version is None:
+        raise InferwatchError(f"--from-events {args.from_events} needs --model NAME/VERSION: the events of which "
+                              "model version make the reference")
+    captured = read_events(args.from_events, model, version, since=args.since, until=args.until,
+                           max_rows=args.max_rows)
+    profile = profile_from_events(captured, model, version, bins=args.bins, calibration=args.calibration,
+                                  max_rows=args.max_rows)
+    save_profile(args.out, profile)
+    print(f"wrote {args.out}: {model}/{version} from {captured.describe()}: {profile.describe()}")
+    return 0
+
+
+def _timestamp(value: str) -> float:
+    """Unix seconds, or an ISO 8601 time (UTC when it names no zone)."""
+    import datetime as dt
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither Unix seconds nor an ISO 8601 time") from None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _demo(args: argparse.Namespace) -> int:

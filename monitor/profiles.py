@@ -51,6 +51,11 @@ class Profile:
     reference_estimate: float | None = None
     reference_estimate_sd: float | None = None
     calibration_ece: float | None = None
+    # The training run the reference came from (``TrainingRun.to_dict()``: id, url, name, source, its own
+    # metrics such as accuracy or loss), and the first and last event time (Unix seconds) of a reference built
+    # from captured traffic; None when not known (and in profiles written before).
+    training_run_info: dict[str, Any] | None = None
+    reference_period: tuple[float, float] | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -103,6 +108,8 @@ def save_profile(path: str | Path, profile: Profile) -> None:
         "reference_estimate": profile.reference_estimate,
         "reference_estimate_sd": profile.reference_estimate_sd,
         "calibration_ece": profile.calibration_ece,
+        "training_run_info": profile.training_run_info,
+        "reference_period": None if profile.reference_period is None else list(profile.reference_period),
     }
     arrays: dict[str, Any] = {}
     ref = profile.reference
@@ -160,7 +167,8 @@ def load_profile(path: str | Path) -> Profile:
             llm=LLMReference.from_arrays(llm) if llm else None,
             training_run=meta.get("training_run"), created=float(meta.get("created", 0.0)),
             reference_estimate=meta.get("reference_estimate"), reference_estimate_sd=meta.get("reference_estimate_sd"),
-            calibration_ece=meta.get("calibration_ece"))
+            calibration_ece=meta.get("calibration_ece"), training_run_info=meta.get("training_run_info"),
+            reference_period=_period(meta.get("reference_period")))
     except ProfileError:
         raise
     except FileNotFoundError as exc:
@@ -186,6 +194,14 @@ def _check_archive(p: Path) -> None:
     if head != b"PK\x03\x04":
         raise ProfileError(f"profile {p} is not an inferwatch profile: not an .npz archive (it starts with "
                            f"{head!r}); build one with `inferwatch baseline`")
+
+
+def _period(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"reference_period must be [first, last] event time, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _part(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ import yaml
 
 from monitor.cli import _parser, main
 from monitor.config import load_alerts_config, load_config_text, load_sidecar_config
+from monitor.events import InferenceEvent, encode_event
 
 README = Path(__file__).parents[1] / "README.md"
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
@@ -100,6 +101,15 @@ def _write_inputs(argv: list[str], folder: Path) -> None:
     """Generate the input files a command names: numeric features and predicted classes (.npz or .csv)."""
     rng = np.random.default_rng(0)
     for flag, name in itertools.pairwise(argv):
+        if flag == "--from-events" and not (folder / name).exists():  # a day of the model's captured events
+            model, version = argv[argv.index("--model") + 1].split("/")
+            (folder / name).write_bytes(b"".join(encode_event(InferenceEvent(
+                request_id=f"r{i}", time=1714521600.0 + 60 * i, model=model, version=version, task="classification",
+                features=dict(zip("abc", map(float, rng.normal(size=3)), strict=True)))) + b"\n" for i in range(400)))
+            continue
+        if flag == "--from-run":  # a folder run holding its training data
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            flag, name = "--data", str(Path(name) / "train.npz")
         if flag not in ("--data", "--reference", "--current") or (folder / name).exists():
             continue
         x = rng.normal(size=(400, 3))

@@ -7,7 +7,15 @@ producer kafka-python. Neither scipy nor torch is imported (the sidecar image st
 
 from __future__ import annotations
 
-from collectors.sidecar.capture import CaptureError, Capturer, Exchange, ExchangeCapture, Redactor, route_of
+from collectors.sidecar.capture import (
+    CaptureError,
+    Capturer,
+    Exchange,
+    ExchangeCapture,
+    Redactor,
+    oip_features,
+    route_of,
+)
 from collectors.sidecar.metrics import SidecarMetrics, sidecar_metrics
 from collectors.sidecar.server import Sidecar, run_sidecar, serve
 from monitor.config import ModelRef, SidecarConfig
@@ -22,6 +30,7 @@ __all__ = [
     "Sidecar",
     "SidecarConfig",
     "SidecarMetrics",
+    "oip_features",
     "route_of",
     "run_sidecar",
     "serve",

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from collectors.refusal import is_refusal
 from collectors.sidecar.metrics import SidecarMetrics
@@ -393,19 +394,67 @@ _STATS: Final = ("mean", "std", "min", "max")
 _SMALL: Final = 2048  # tensors up to this many values are summarised in plain Python (numpy's per-call cost dominates)
 
 
-def _summary(tensor: _Tensor, samples: int) -> tuple[list[float], list[float], list[float], list[float]]:
+_Stats = tuple[list[float], list[float], list[float], list[float]]
+
+
+def oip_features(inputs: Mapping[str, npt.ArrayLike]) -> dict[str, np.ndarray]:
+    """The input features the sidecar captures for an OIP v2 request carrying ``inputs``, per sample.
+
+    ``inputs`` maps each input's name to its tensor, in request order. The result maps ``{input}.mean``,
+    ``.std``, ``.min`` and ``.max`` (in that order, input by input) to one value per sample: the samples are the
+    first dimension shared by the inputs of two or more dimensions, else the tensors are one sample. String and
+    object tensors (``BYTES``) are skipped, as the sidecar skips them. The arithmetic is the sidecar's own (the
+    same functions, chosen by the same size rule), so the values equal what it captures for a request carrying
+    these tensors. Unlike the sidecar, which summarises a request of more than ``MAX_SAMPLES`` samples in one
+    event, any number of samples is kept: apply it to a training tensor of shape (N, ...) to get the N rows of a
+    reference with the feature names the sidecar produces (computed at once, the mean and standard deviation may
+    differ in the last bit from those of requests carrying one sample each, which sum in another order).
+
+    >>> f = oip_features({"pixels": np.array([[0.0, 1.0], [2.0, 6.0]])})
+    >>> {name: v.tolist() for name, v in f.items()}
+    {'pixels.mean': [0.5, 4.0], 'pixels.std': [0.5, 2.0], 'pixels.min': [0.0, 2.0], 'pixels.max': [1.0, 6.0]}
+
+    Raises :class:`CaptureError` for an empty input, a non-finite value, or more than ``MAX_INPUTS`` inputs.
+    """
+    arrays = {name: np.asarray(tensor) for name, tensor in inputs.items()}
+    if not arrays or len(arrays) > MAX_INPUTS:
+        raise CaptureError("malformed", f"an OIP request needs 1 to {MAX_INPUTS} inputs, got {len(arrays)}")
+    numeric = {name: a for name, a in arrays.items() if a.dtype.kind in "biuf"}
+    samples = _batch_size([a.shape for a in numeric.values()] or [next(iter(arrays.values())).shape])
+    features: dict[str, np.ndarray] = {}
+    for name, a in numeric.items():
+        x = a.astype(np.float64)
+        stats = _array_summary(name, x.reshape(samples, -1)) if x.size > _SMALL else \
+            _list_summary(name, x.ravel().tolist(), samples)
+        for stat, values in zip(_STATS, stats, strict=True):
+            features[f"{name}.{stat}"] = np.asarray(values, dtype=np.float64)  # (S,)
+    if not all(np.isfinite(v).all() for v in features.values()):
+        raise CaptureError("non_finite", "an OIP input holds NaN or infinity")
+    return features
+
+
+def _summary(tensor: _Tensor, samples: int) -> _Stats:
     """Per-sample mean, (population) standard deviation, min and max of a numeric tensor's values."""
     size = _size(tensor)
     if size > _SMALL:
-        x = _array(tensor).reshape(samples, -1)  # (S, values per sample)
-        if x.shape[1] == 0:
-            raise CaptureError("malformed", f"input {tensor.name!r} is empty")
-        with np.errstate(invalid="ignore", over="ignore"):
-            return x.mean(axis=1).tolist(), x.std(axis=1).tolist(), x.min(axis=1).tolist(), x.max(axis=1).tolist()
-    flat = _numbers(tensor, size)
+        return _array_summary(tensor.name, _array(tensor).reshape(samples, -1))
+    return _list_summary(tensor.name, _numbers(tensor, size), samples)
+
+
+def _array_summary(name: str, x: np.ndarray) -> _Stats:
+    """:func:`_summary` of a large tensor, ``x`` (S, values per sample), in numpy."""
+    if x.shape[1] == 0:
+        raise CaptureError("malformed", f"input {name!r} is empty")
+    with np.errstate(invalid="ignore", over="ignore"):
+        return x.mean(axis=1).tolist(), x.std(axis=1).tolist(), x.min(axis=1).tolist(), x.max(axis=1).tolist()
+
+
+def _list_summary(name: str, flat: list[float], samples: int) -> _Stats:
+    """:func:`_summary` of a small tensor's ``flat`` values in plain Python (exactly rounded sums)."""
+    size = len(flat)
     k = size // samples
     if k == 0:
-        raise CaptureError("malformed", f"input {tensor.name!r} is empty")
+        raise CaptureError("malformed", f"input {name!r} is empty")
     means, stds, mins, maxs = [], [], [], []
     try:
         for i in range(samples):
@@ -416,7 +465,7 @@ def _summary(tensor: _Tensor, samples: int) -> tuple[list[float], list[float], l
             mins.append(min(row))
             maxs.append(max(row))
     except (ValueError, OverflowError):  # fsum of +inf and -inf
-        raise CaptureError("non_finite", f"input {tensor.name!r} holds NaN or infinity") from None
+        raise CaptureError("non_finite", f"input {name!r} holds NaN or infinity") from None
     return means, stds, mins, maxs
 
 
@@ -517,4 +566,5 @@ class ExchangeCapture:
         return self.capturer.capture(self.exchange)
 
 
-__all__ = ["CaptureError", "Capturer", "Exchange", "ExchangeBatch", "ExchangeCapture", "Redactor", "Route", "route_of"]
+__all__ = ["CaptureError", "Capturer", "Exchange", "ExchangeBatch", "ExchangeCapture", "Redactor", "Route",
+           "oip_features", "route_of"]
