@@ -303,6 +303,24 @@ class ReportsConfig(_Strict, frozen=True):
     queue_size: Positive = 8
 
 
+class RunsConfig(_Strict, frozen=True):
+    """What goes back to the training runs models were trained in (off by default).
+
+    With ``log_window_samples``, every alerting window of a model whose run is known (the profile was built with
+    ``inferwatch baseline --from-run``, or ``models[].training_run`` names a run by its tracker) is logged to that
+    run as ``inferwatch/windows/{window}.npz``: a seeded uniform sample of at most ``max_rows`` of its rows
+    (features, feature names, predictions), so the next training run can include the data that drifted; the
+    alert links it. A background worker logs it (at most ``queue_size`` windows wait; beyond, the oldest is
+    dropped and counted); ``timeout_s`` bounds each request to the tracker, ``tracking_uri`` serves
+    ``runs:/RUN_ID``."""
+
+    log_window_samples: bool = False
+    max_rows: Positive = 2000
+    queue_size: Positive = 8
+    timeout_s: PositiveFloat = 10.0
+    tracking_uri: Url | None = None
+
+
 class ServerConfig(_Strict, frozen=True):
     """HTTP server for ``/metrics``, ``/healthz``, ``/readyz`` and, on the embedded bus, event ingest.
 
@@ -420,6 +438,7 @@ class Config(_Strict, frozen=True):
     sidecar: SidecarConfig | None = None  # read by `inferwatch sidecar` (load_sidecar_config), not the daemon
     grafana: GrafanaConfig | None = None  # annotations and snapshots on alerts
     reports: ReportsConfig = ReportsConfig()  # Evidently reports on alerting windows
+    runs: RunsConfig = RunsConfig()  # alerting windows logged back to the training runs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

@@ -43,6 +43,7 @@ from monitor.detection import (
 from monitor.errors import EventError
 from monitor.events import InferenceEvent
 from monitor.profiles import Profile
+from monitor.runs import run_url
 from monitor.windows import ClosedWindow, Column, Layout, Values
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class WindowResult:
     results: dict[str, Any]
     findings: tuple[Finding, ...] = ()
     failures: tuple[DetectorFailure, ...] = ()
+    training_run_url: str = ""  # the run's page, when known without asking its tracker (monitor.runs.run_url)
 
     @property
     def drifted(self) -> bool:
@@ -136,6 +138,7 @@ class WatchedModel:
                  training_run: str | None = None, registry: Sequence[DetectorClass] = REGISTRY) -> None:
         self.profile = profile
         self.training_run = training_run or profile.training_run
+        self.training_run_url = run_url(self.training_run, profile.training_run_info)
         self.names = profile.feature_names
         self._known = frozenset(self.names)
         self.categories = profile.categorical_names
@@ -257,7 +260,7 @@ class WatchedModel:
         return WindowResult(window_id=window.window_id, model=name, version=version, index=window.index,
                             n_events=window.n, first_time=window.first_time, last_time=window.last_time,
                             closed_by=window.reason, training_run=self.training_run, results=results,
-                            findings=tuple(found), failures=tuple(failures))
+                            findings=tuple(found), failures=tuple(failures), training_run_url=self.training_run_url)
 
 
 def plain(value: object) -> object:

@@ -329,7 +329,8 @@ class Pipeline:
             self._on_result(result)
         observe = partial(Observation, model=result.model, version=result.version, window=result.index,
                           window_id=result.window_id, window_start=result.first_time, window_end=result.last_time,
-                          training_run=result.training_run, n_events=result.n_events)
+                          training_run=result.training_run, training_run_url=result.training_run_url,
+                          n_events=result.n_events)
         self._alerting.window((observe(detector=f.detector, drifted=f.drifted, insufficient=f.insufficient,
                                        features=f.features, summary=f.summary, evidence=f.evidence) for f in found),
                               AlertedWindow(result, window, labels))

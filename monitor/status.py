@@ -26,12 +26,14 @@ VERDICTS = ("failed", "drift", "insufficient", "ok")
 
 @dataclass(frozen=True)
 class WatchedModelInfo:
-    """A configured model as the page names it."""
+    """A configured model as the page names it: ``training_run`` as configured (a URI or free text), and
+    ``training_run_url`` the run's page when known (:func:`monitor.runs.run_url`), which the name links to."""
 
     model: str
     version: str
     profile: str
     training_run: str | None = None
+    training_run_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def render_status(models: Sequence[WatchedModelInfo], rows: dict[tuple[str, str]
             url = dashboard_url.replace("{model}", m.model).replace("{version}", m.version)
             if _safe_url(url):
                 heading += f' <a class="small" href="{e(url)}">dashboard</a>'
-        run = f"training run {_link_or_text(m.training_run)}" if m.training_run else "no training run recorded"
+        run = f"training run {_run_link(m)}" if m.training_run or m.training_run_url else "no training run recorded"
         parts.append(f"<section><h2>{heading}</h2><p>{counts.get(key, 0)} window(s) closed · profile "
                      f"<code>{e(m.profile)}</code> · {run}</p>")
         if not model_rows:
@@ -182,6 +184,15 @@ def _age(seconds: float) -> str:
 def _safe_url(url: str) -> bool:
     """Only web links and site-relative paths become anchors (a ``javascript:`` URL from a config never does)."""
     return url.startswith(("http://", "https://", "/"))
+
+
+def _run_link(m: WatchedModelInfo) -> str:
+    """The run's name (its URI, or its URL when it has no other name), linked to its page when that is known."""
+    e = html.escape
+    name = m.training_run or m.training_run_url
+    if m.training_run_url and _safe_url(m.training_run_url):
+        return f'<a href="{e(m.training_run_url)}">{e(name)}</a>'
+    return _link_or_text(name)
 
 
 def _link_or_text(value: str) -> str:

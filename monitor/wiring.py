@@ -38,6 +38,7 @@ from monitor.metrics import DaemonMetrics, daemon_metrics
 from monitor.pipeline import Pipeline
 from monitor.profiles import Profile, load_profile
 from monitor.reports import ReportHook
+from monitor.runs import run_url
 from monitor.status import StatusBoard, WatchedModelInfo
 from monitor.transport import Consumer, KafkaTransport, MemoryBus, Producer, Transport, ensure_topics, wait_until_ready
 
@@ -178,7 +179,8 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
     config : Config
         The daemon's configuration; ``kafka`` chooses the transport, ``alerts.webhook`` adds a webhook channel,
         ``grafana`` the Grafana hook (annotations and snapshots, :mod:`monitor.grafana`), ``reports.dir`` the
-        report hook (an Evidently report per alerting window, :mod:`monitor.reports`).
+        report hook (an Evidently report per alerting window, :mod:`monitor.reports`), ``runs.log_window_samples``
+        the hook that logs each alerting window's rows to the model's training run (:mod:`monitor.runs.samples`).
     profiles : mapping of ``model/version`` to Profile, optional
         Reference profiles already in memory (the demos build theirs); by default each model's ``profile`` file
         is loaded (:func:`load_profiles`).
@@ -212,9 +214,12 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
             reports = ReportHook.from_config(config.reports, config.server, profiles, registry,
                                              link=config.alerts.report_url is None)
             hooks.append(reports)
+        if config.runs.log_window_samples:  # alerting windows logged back to the models' training runs
+            from monitor.runs.samples import RunSampleHook
+            hooks.append(RunSampleHook.from_config(config, profiles, registry))
         alerting = build_alerting(config, registry, producer, channels, hooks)
-        status = StatusBoard([WatchedModelInfo(m.name, m.version, m.profile, m.training_run or
-                                               _profile_run(profiles.get(m.key))) for m in config.models],
+        status = StatusBoard([_model_info(m.name, m.version, m.profile, m.training_run, profiles.get(m.key))
+                              for m in config.models],
                              firing=lambda: alerting.rules.firing if alerting is not None else (),
                              dashboard_url=config.alerts.dashboard_url)
 
@@ -238,5 +243,8 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
                   stop=threading.Event() if stop is None else stop, reports=reports)
 
 
-def _profile_run(profile: Profile | None) -> str | None:
-    return None if profile is None else profile.training_run
+def _model_info(model: str, version: str, profile_path: str, training_run: str | None,
+                profile: Profile | None) -> WatchedModelInfo:
+    run = training_run or (None if profile is None else profile.training_run)
+    return WatchedModelInfo(model, version, profile_path, run,
+                            run_url(run, None if profile is None else profile.training_run_info))

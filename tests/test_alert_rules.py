@@ -125,7 +125,8 @@ def test_a_notification_carries_evidence_window_and_links() -> None:
     assert payload["evidence"][0] == {"feature": "f1", "statistic": "ks", "value": 0.31, "threshold": 0.01,
                                       "p_value": 2e-12, "effect": 0.9, "effect_name": "w"}
     assert payload["links"] == {"dashboard": "http://grafana:3000/d/iw?var-model=digits&from=100000&to=160500",
-                                "report": "", "snapshot": "", "training_run": "runs/42"}  # not configured: empty
+                                "report": "", "snapshot": "", "training_run": "runs/42",
+                                "window_sample": ""}  # not configured: empty
     assert Alert.from_dict(payload) == alert
 
 

@@ -2,8 +2,8 @@
 
 Every channel sends the same facts: what changed and by how much (the detector's summary and, per feature, the
 statistic, its threshold, the p-value and the effect size), the window's time range and size, the features,
-and links (dashboard, report, Grafana snapshot, training run). A link whose target is not configured is present
-and empty.
+and links (dashboard, report, Grafana snapshot, training run, the window's sample logged to that run). A link
+whose target is not configured is present and empty.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["LINKS", "Alert", "Evidence", "Status", "at_least"]
 Status = Literal["firing", "resolved"]
 
 #: The link fields every alert carries, in this order (empty when the target is not configured).
-LINKS: tuple[str, ...] = ("dashboard", "report", "snapshot", "training_run")
+LINKS: tuple[str, ...] = ("dashboard", "report", "snapshot", "training_run", "window_sample")
 
 
 @dataclass(frozen=True)

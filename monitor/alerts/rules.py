@@ -55,6 +55,7 @@ class Observation:
     training_run: str | None = None
     n_events: int = 0
     evidence: tuple[Evidence, ...] = ()
+    training_run_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ class AlertRules:
                     links[name] = template.format(**fill)
                 except (KeyError, IndexError, ValueError) as exc:
                     log.warning("alerts.%s_url %r cannot be filled in: %s", name, template, exc)
-        links["training_run"] = obs.training_run or ""
+        links["training_run"] = obs.training_run_url or obs.training_run or ""
         return links
 
 

@@ -31,7 +31,7 @@ from monitor.profiles import Profile
 from monitor.reports.process import ProcessBuilder
 from monitor.reports.store import ReportNameError, ReportStore, report_name, safe_name
 
-__all__ = ["ReportHook", "ReportJob", "ReportMetrics", "default_base_url", "report_page"]
+__all__ = ["ReportHook", "ReportJob", "ReportMetrics", "default_base_url", "report_page", "sample_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class ReportHook:
             return
         name = report_name(result.window_id)
         # (k, F) sample of the window, copied: the pipeline's buffers are not held past this call
-        rows = _sample(window.window.n, self.window_rows, result.window_id)
+        rows = sample_rows(window.window.n, self.window_rows, result.window_id)
         features = window.window.features[rows]
         predictions = window.window.columns.get("prediction")
         labels = None if window.labels is None else (window.labels[0].copy(), window.labels[1].copy())
@@ -277,7 +277,7 @@ class ReportHook:
         return False
 
 
-def _sample(n: int, cap: int, window_id: str) -> np.ndarray:
+def sample_rows(n: int, cap: int, window_id: str) -> np.ndarray:
     """A uniform sample of ``min(n, cap)`` row indices, seeded by the window id (a window gets the same sample)."""
     if n <= cap:
         return np.arange(n)

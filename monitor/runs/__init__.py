@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from monitor.runs import file_adapter, wandb_adapter
-from monitor.runs.model import TrainingRun
+from monitor.runs.model import TrainingRun, run_url
 from monitor.runs.uri import RunError, RunRef, parse_run_uri
 
 __all__ = ["RunError", "RunRef", "TrainingRun", "download_artifact", "log_artifact", "parse_run_uri",
-           "resolve_run"]
+           "resolve_run", "run_url"]
 
 
 def _folder(ref: RunRef) -> Path:

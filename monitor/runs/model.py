@@ -109,3 +109,23 @@ def flatten_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, f
         elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             flat[name] = float(value)
     return flat
+
+
+def run_url(training_run: str | None, info: Mapping[str, Any] | None = None) -> str:
+    """The page of a model's training run that a person can open, known without asking the tracker: the URL a
+    profile built from the run recorded (``info``, :attr:`monitor.profiles.Profile.training_run_info`) when
+    ``training_run`` is unset or names that same run, else ``training_run`` itself when it is a web link, else "".
+
+    >>> run_url("mlflow://tracker:5000/abc", {"uri": "mlflow://tracker:5000/abc",
+    ...                                       "url": "http://tracker:5000/#/experiments/1/runs/abc"})
+    'http://tracker:5000/#/experiments/1/runs/abc'
+    >>> run_url("https://wandb.ai/acme/digits/runs/1x2y"), run_url("runs/42")
+    ('https://wandb.ai/acme/digits/runs/1x2y', '')
+    """
+    if info is not None:
+        url = info.get("url")
+        if isinstance(url, str) and url and (not training_run or training_run in (info.get("uri"), url)):
+            return url
+    if training_run and training_run.startswith(("http://", "https://")):
+        return training_run
+    return ""

@@ -1,0 +1,232 @@
+"""Close the loop: each alerting window's rows go back to the training run, so the next run can train on them.
+
+:meth:`RunSampleHook.links` promises ``links["window_sample"]`` (no I/O): the artifact's page in the MLflow UI,
+else the run's page. :meth:`RunSampleHook.fired` copies a seeded uniform sample of at most ``max_rows`` of the
+window's rows and queues it; one worker thread resolves each model's run once (:func:`monitor.runs.resolve_run`,
+bounded by ``timeout_s``), writes ``{window}.npz`` (``features`` (k, F), ``feature_names`` (F,), ``predictions``
+(k,) class indices, -1 where an event carried none, ``class_labels``) and logs it under ``inferwatch/windows/``
+(:func:`monitor.runs.log_artifact`). An unreachable tracker or a run that is gone is logged and counted
+(``inferwatch_run_samples_total{outcome="failed"}``); the alert has been sent already and never waits.
+
+This module imports the alerting package, which imports :mod:`monitor.runs`; it is therefore not re-exported from
+:mod:`monitor.runs` (import it as ``monitor.runs.samples``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitor.alerts import Alert, AlertedWindow
+from monitor.config import Config, RunsConfig, default_of
+from monitor.profiles import Profile
+from monitor.reports import report_name, sample_rows
+from monitor.runs import RunError, TrainingRun, log_artifact, parse_run_uri, resolve_run, run_url
+
+__all__ = ["ARTIFACT_PATH", "RunSampleHook", "RunSampleMetrics", "SampleJob", "WatchedRun", "watched_runs"]
+
+log = logging.getLogger(__name__)
+
+#: Where in the run the window samples go.
+ARTIFACT_PATH = "inferwatch/windows"
+OUTCOMES = ("logged", "failed", "dropped")
+
+
+@dataclass(frozen=True)
+class WatchedRun:
+    """The training run of one model: ``uri`` names it to its tracker, ``url`` is its page ("" when unknown)."""
+
+    uri: str
+    url: str
+
+
+def watched_runs(config: Config, profiles: Mapping[str, Profile]) -> dict[str, WatchedRun]:
+    """The run each configured model was trained in, by ``model/version``, where one can take an artifact: the
+    run a profile was built from (unless ``models[].training_run`` names another), else a configured or recorded
+    ``training_run`` that names a run by its tracker. Plain links and free text name no run to log to."""
+    runs = {}
+    for m in config.models:
+        profile = profiles.get(m.key)
+        info = None if profile is None else profile.training_run_info
+        named = m.training_run or (None if profile is None else profile.training_run)
+        uri = named
+        built_from, built_url = (None, None) if info is None else (info.get("uri"), info.get("url"))
+        if isinstance(built_from, str) and (not m.training_run or m.training_run in (built_from, built_url)):
+            uri = built_from
+        if not uri:
+            continue
+        try:
+            ref = parse_run_uri(uri, config.runs.tracking_uri)
+        except RunError:
+            continue
+        if ref.scheme != "url":
+            runs[m.key] = WatchedRun(uri, run_url(named, info))
+    return runs
+
+
+class RunSampleMetrics:
+    """The hook's metrics, made on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.samples = Counter("inferwatch_run_samples_total", "Alerting-window samples logged back to the training "
+                               "run, by outcome (logged, failed, dropped: the queue was full).", ("outcome",),
+                               registry=registry)
+        for outcome in OUTCOMES:
+            self.samples.labels(outcome=outcome)
+        self.pending = Gauge("inferwatch_run_samples_pending", "Window samples queued or being logged.",
+                             registry=registry)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleJob:
+    """One window's sample to log: copies of its rows."""
+
+    key: str  # model/version
+    name: str  # report_name(window_id)
+    window_id: str
+    features: np.ndarray  # (k, F) float64
+    predictions: np.ndarray  # (k,) int64 class indices, -1: none
+
+
+class RunSampleHook:
+    """An :class:`~monitor.alerts.AlertHook` that logs each alerting window's rows to the model's training run.
+
+    Parameters
+    ----------
+    runs : the run of each model, by ``model/version`` (:func:`watched_runs`); other models are left alone.
+    profiles : reference profiles by ``model/version`` (feature names and class labels).
+    registry : where :class:`RunSampleMetrics` are made.
+    max_rows, queue_size, timeout_s, tracking_uri : as in :class:`~monitor.config.RunsConfig`.
+    """
+
+    name = "run_samples"
+
+    def __init__(self, runs: Mapping[str, WatchedRun], profiles: Mapping[str, Profile], registry: CollectorRegistry,
+                 *, max_rows: int = default_of(RunsConfig, "max_rows"),
+                 queue_size: int = default_of(RunsConfig, "queue_size"),
+                 timeout_s: float = default_of(RunsConfig, "timeout_s"), tracking_uri: str | None = None) -> None:
+        self.max_rows = max_rows
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self.tracking_uri = tracking_uri
+        self.metrics = RunSampleMetrics(registry)
+        self._runs = dict(runs)
+        self._profiles = dict(profiles)
+        self._resolved: dict[str, TrainingRun] = {}  # worker thread only
+        self._queue: deque[SampleJob] = deque()
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abandon = False
+        self._thread = threading.Thread(target=self._run, name="inferwatch-run-samples", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, config: Config, profiles: Mapping[str, Profile], registry: CollectorRegistry) -> RunSampleHook:
+        """The hook the ``runs:`` section describes, for the configured models."""
+        r = config.runs
+        return cls(watched_runs(config, profiles), profiles, registry, max_rows=r.max_rows, queue_size=r.queue_size,
+                   timeout_s=r.timeout_s, tracking_uri=r.tracking_uri)
+
+    # -- the hook ------------------------------------------------------------------------------------------
+    def url(self, key: str, window_id: str) -> str:
+        """Where a person finds a window's sample: the artifact in the MLflow UI, else the run's page ("")."""
+        run = self._runs.get(key)
+        if run is None:
+            return ""
+        name = f"{report_name(window_id)}.npz"
+        if "/#/experiments/" in run.url and "/runs/" in run.url:  # an MLflow run page: its UI selects the file
+            return f"{run.url}/artifactPath/{ARTIFACT_PATH}/{name}"
+        return run.url
+
+    def links(self, alert: Alert) -> Mapping[str, str]:
+        key = f"{alert.model}/{alert.version}"
+        if alert.status != "firing" or not alert.has_window or key not in self._runs:
+            return {}
+        url = self.url(key, alert.window_id)
+        return {"window_sample": url} if url else {}
+
+    def fired(self, alerts: Sequence[Alert], window: AlertedWindow) -> None:
+        result = window.result
+        key = f"{result.model}/{result.version}"
+        if not any(a.status == "firing" for a in alerts) or key not in self._runs:
+            return
+        rows = sample_rows(window.window.n, self.max_rows, result.window_id)
+        predictions = window.window.columns.get("prediction")
+        job = SampleJob(key=key, name=report_name(result.window_id), window_id=result.window_id,
+                        features=np.asarray(window.window.features[rows], dtype=np.float64),  # (k, F), a copy
+                        predictions=np.full(len(rows), -1, np.int64) if predictions is None
+                        else np.asarray(predictions[rows], dtype=np.int64))  # (k,)
+        with self._cond:
+            if self._closing:
+                return
+            if len(self._queue) >= self.queue_size:
+                old = self._queue.popleft()
+                self.metrics.samples.labels(outcome="dropped").inc()
+                log.warning("run sample queue full (%d): dropped the sample of window %s, the oldest waiting",
+                            self.queue_size, old.window_id)
+            self._queue.append(job)
+            self.metrics.pending.set(len(self._queue) + self._busy)
+            self._cond.notify()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Log what is queued within ``timeout_s``; samples not logged by then are abandoned (and logged as such)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            with self._cond:
+                self._abandon = True
+                left = len(self._queue)
+            log.warning("run samples: %d queued window sample(s) not logged before shutdown", left)
+
+    @property
+    def backlog(self) -> int:
+        """Samples queued or being logged."""
+        with self._cond:
+            return len(self._queue) + self._busy
+
+    # -- the worker ----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if self._abandon or not self._queue:
+                    return
+                job = self._queue.popleft()
+                self._busy = 1
+                self.metrics.pending.set(len(self._queue) + self._busy)
+            try:
+                where = self._log(job)
+            except Exception as exc:  # RunError (tracker unreachable, run gone), a full disk: the loop goes on
+                self.metrics.samples.labels(outcome="failed").inc()
+                log.warning("the sample of window %s was not logged to run %s: %s", job.window_id,
+                            self._runs[job.key].uri, exc, exc_info=not isinstance(exc, RunError))
+            else:
+                self.metrics.samples.labels(outcome="logged").inc()
+                log.info("the sample of window %s (%d rows) is logged to %s", job.window_id, len(job.features), where)
+            with self._cond:
+                self._busy = 0
+                self.metrics.pending.set(len(self._queue))
+
+    def _log(self, job: SampleJob) -> str:
+        run = self._resolved.get(job.key)
+        if run is None:  # once per model; a failure is retried with the next window
+            run = resolve_run(self._runs[job.key].uri, tracking_uri=self.tracking_uri, timeout_s=self.timeout_s)
+            self._resolved[job.key] = run
+        profile = self._profiles[job.key]
+        with tempfile.TemporaryDirectory(prefix="inferwatch-sample-") as folder:
+            path = Path(folder) / f"{job.name}.npz"
+            np.savez_compressed(path, features=job.features, feature_names=np.array(profile.feature_names, dtype=str),
+                                predictions=job.predictions, class_labels=np.array(profile.class_labels, dtype=str))
+            return log_artifact(run, path, artifact_path=ARTIFACT_PATH)
