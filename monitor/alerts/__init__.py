@@ -13,7 +13,7 @@ It depends on window findings and the config, never on the daemon's metrics modu
 
 from monitor.alerts.channels import Channel, MemoryChannel, build_channels
 from monitor.alerts.delivery import AlertMetrics, Delivery
-from monitor.alerts.hooks import AlertedWindow, AlertHook
+from monitor.alerts.hooks import AlertedWindow, AlertHook, HookWorker
 from monitor.alerts.notification import Alert
 from monitor.alerts.rules import AlertRules, Observation
 from monitor.alerts.service import Alerting
@@ -21,4 +21,5 @@ from monitor.alerts.state import FileStore, MemoryStore, StateStore
 from monitor.detection.base import Evidence
 
 __all__ = ["Alert", "AlertHook", "AlertMetrics", "AlertRules", "AlertedWindow", "Alerting", "Channel", "Delivery",
-           "Evidence", "FileStore", "MemoryChannel", "MemoryStore", "Observation", "StateStore", "build_channels"]
+           "Evidence", "FileStore", "HookWorker", "MemoryChannel", "MemoryStore", "Observation", "StateStore",
+           "build_channels"]

@@ -29,9 +29,7 @@ import hmac
 import html
 import logging
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +38,7 @@ from urllib.parse import urlencode
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.alerts.hooks import AlertedWindow
+from monitor.alerts.hooks import AlertedWindow, HookWorker
 from monitor.alerts.notification import Alert
 from monitor.config import GrafanaConfig
 from monitor.detection import BY_NAME
@@ -138,13 +136,9 @@ class GrafanaHook:
         self._kinds: dict[str, ModelKind] = {
             key: "generator" if p.llm is not None else "classifier" for key, p in profiles.items()}
         self._classes = {key: tuple(p.class_labels) for key, p in profiles.items()}
-        self._queue: deque[_Job] = deque()
         self._ready: set[str] = set()  # dashboard uids known to be in Grafana
-        self._cond = threading.Condition()
-        self._closing = False
-        self._abort = threading.Event()  # set when the close grace ends: retries stop waiting
-        self._worker = threading.Thread(target=self._run, name="inferwatch-grafana", daemon=True)
-        self._worker.start()
+        self._worker = HookWorker("inferwatch-grafana", self._send, queue_size=config.queue_size,
+                                  dropped=self._dropped, depth=self._depth)
 
     # -- AlertHook -----------------------------------------------------------------------------------------
     def links(self, alert: Alert) -> dict[str, str]:
@@ -162,32 +156,14 @@ class GrafanaHook:
 
     def fired(self, alerts: Sequence[Alert], window: AlertedWindow) -> None:
         """Queue the window's notifications for the worker; the oldest queued window goes when it is full."""
-        with self._cond:
-            if self._closing:
-                return
-            if len(self._queue) >= self.config.queue_size:
-                old = self._queue.popleft()
-                self.metrics.dropped.inc()
-                log.warning("grafana: queue full (%d windows); dropped the annotations and snapshots of window %s",
-                            self.config.queue_size, old.result.window_id)
-            self._queue.append(_Job(tuple(alerts), window.result))  # the result only: the rows are not kept
-            self.metrics.queue_depth.set(len(self._queue))
-            self._cond.notify()
+        self._worker.submit(_Job(tuple(alerts), window.result))  # the result only: the rows are not kept
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued within ``min(timeout_s, close_grace_s)``; what is left then is dropped."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._worker.join(min(timeout_s, self.config.close_grace_s))
-        self._abort.set()
-        self._worker.join(self.config.timeout_s)
-        with self._cond:
-            if self._queue:
-                log.warning("grafana: %d alerting window(s) not sent at shutdown", len(self._queue))
-                self.metrics.dropped.inc(len(self._queue))
-                self._queue.clear()
-                self.metrics.queue_depth.set(0)
+        left = self._worker.close(min(timeout_s, self.config.close_grace_s), stop_wait_s=self.config.timeout_s)
+        if left:
+            log.warning("grafana: %d alerting window(s) not sent at shutdown", len(left))
+            self.metrics.dropped.inc(len(left))
         self.grafana.close()
 
     # -- what the requests say -------------------------------------------------------------------------------
@@ -217,19 +193,13 @@ class GrafanaHook:
         return self._dashboards[kind]
 
     # -- the worker --------------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue or self._abort.is_set():
-                    return
-                job = self._queue.popleft()
-                self.metrics.queue_depth.set(len(self._queue))
-            try:
-                self._send(job)
-            except Exception:  # a bug here must not end the worker: the next window still gets its work
-                log.exception("grafana: window %s failed", job.result.window_id)
+    def _depth(self, waiting: int, busy: int) -> None:
+        self.metrics.queue_depth.set(waiting)
+
+    def _dropped(self, old: _Job) -> None:
+        self.metrics.dropped.inc()
+        log.warning("grafana: queue full (%d windows); dropped the annotations and snapshots of window %s",
+                    self.config.queue_size, old.result.window_id)
 
     def _send(self, job: _Job) -> None:
         result = job.result
@@ -254,7 +224,7 @@ class GrafanaHook:
         """``call()`` with retries, counted; False (logged) when it failed."""
         began = time.monotonic()
         try:
-            with_retries(call, self.config.max_attempts, self.config.backoff_s, stop=self._abort)
+            with_retries(call, self.config.max_attempts, self.config.backoff_s, stop=self._worker.stopping)
         except GrafanaError as exc:
             if kind == "snapshot" and exc.status == 409:  # an earlier attempt made it; its response was lost
                 self.metrics.requests.labels(kind=kind, outcome="ok").inc()

@@ -9,7 +9,7 @@ Importing this package imports neither pandas nor evidently.
 """
 
 from monitor.reports.store import ReportNameError, ReportStatus, ReportStore, report_name, safe_name
-from monitor.reports.worker import ReportHook, ReportJob, ReportMetrics, default_base_url, report_page, sample_rows
+from monitor.reports.worker import ReportHook, ReportJob, ReportMetrics, default_base_url, report_page, window_sample
 
 __all__ = ["ReportHook", "ReportJob", "ReportMetrics", "ReportNameError", "ReportStatus", "ReportStore",
-           "default_base_url", "report_name", "report_page", "safe_name", "sample_rows"]
+           "default_base_url", "report_name", "report_page", "safe_name", "window_sample"]

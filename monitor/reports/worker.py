@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import logging
 import socket
-import threading
 import time
 import zlib
 from collections import deque
@@ -24,14 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.alerts import Alert, AlertedWindow
+from monitor.alerts import Alert, AlertedWindow, HookWorker
 from monitor.config import ReportsConfig, ServerConfig, default_of
 from monitor.errors import ConfigError
 from monitor.profiles import Profile
+from monitor.reports.evidently_report import sample_rows
 from monitor.reports.process import ProcessBuilder
 from monitor.reports.store import ReportNameError, ReportStore, report_name, safe_name
+from monitor.windows import ClosedWindow
 
-__all__ = ["ReportHook", "ReportJob", "ReportMetrics", "default_base_url", "report_page", "sample_rows"]
+__all__ = ["ReportHook", "ReportJob", "ReportMetrics", "default_base_url", "report_page", "window_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +130,11 @@ class ReportHook:
         self.metrics = ReportMetrics(registry)
         self._profiles = dict(profiles)
         self._builder = build_html if builder is None else builder
-        self._queue: deque[ReportJob] = deque()
-        self._dropped: deque[ReportJob] = deque(maxlen=max(queue_size, 64))  # failure pages still to write
-        self._busy = 0
-        self._cond = threading.Condition()
-        self._closing = False
-        self._abandon = False
+        # failure pages of dropped jobs, written by the worker before its next job (a drop always comes with one)
+        self._dropped: deque[ReportJob] = deque(maxlen=max(queue_size, 64))
         self._refused: set[tuple[str, str]] = set()  # models whose names cannot be paths (logged once)
-        self._thread = threading.Thread(target=self._run, name="inferwatch-reports", daemon=True)
-        self._thread.start()
+        self._worker = HookWorker("inferwatch-reports", self._work, queue_size=queue_size, dropped=self._drop,
+                                  depth=self._depth)
 
     @classmethod
     def from_config(cls, config: ReportsConfig, server: ServerConfig, profiles: Mapping[str, Profile],
@@ -177,72 +174,44 @@ class ReportHook:
         if profile is None or profile.reference is None:
             return
         name = report_name(result.window_id)
-        # (k, F) sample of the window, copied: the pipeline's buffers are not held past this call
-        rows = sample_rows(window.window.n, self.window_rows, result.window_id)
-        features = window.window.features[rows]
-        predictions = window.window.columns.get("prediction")
+        features, predictions = window_sample(window.window, self.window_rows, result.window_id)
         labels = None if window.labels is None else (window.labels[0].copy(), window.labels[1].copy())
         job = ReportJob(model=result.model, version=result.version, name=name, window_id=result.window_id,
-                        features=np.asarray(features, dtype=np.float64),  # indexing by rows made a copy
-                        predictions=np.full(len(rows), -1, np.int64) if predictions is None
-                        else np.asarray(predictions[rows], dtype=np.int64), labels=labels)
+                        features=features, predictions=predictions, labels=labels)
         self.store.pending(job.model, job.version, job.name)
-        with self._cond:
-            if self._closing:
-                self.store.forget(job.model, job.version, job.name)
-                return
-            if len(self._queue) >= self.queue_size:
-                old = self._queue.popleft()
-                self._dropped.append(old)
-                self.metrics.reports.labels(outcome="dropped").inc()
-                log.warning("report queue full (%d): dropped the report of window %s, the oldest waiting",
-                            self.queue_size, old.window_id)
-            self._queue.append(job)
-            self.metrics.pending.set(len(self._queue) + self._busy)
-            self._cond.notify()
+        if not self._worker.submit(job):  # closing
+            self.store.forget(job.model, job.version, job.name)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Build what is queued within ``timeout_s``; reports not built by then are abandoned (their URLs say
-        so once the worker gets to them, or 404 after a restart)."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            with self._cond:
-                self._abandon = True
-                left = len(self._queue)
-            log.warning("reports: %d queued report(s) not written before shutdown", left)
+        """Build what is queued within ``timeout_s``; the URLs of reports not built by then say so."""
+        left = self._worker.close(timeout_s)
+        for job in left:
+            self._record_failure(job, "the daemon shut down before this window's report was written")
+        if left:
+            log.warning("reports: %d queued report(s) not written before shutdown", len(left))
         if isinstance(self._builder, ProcessBuilder):
             self._builder.close()
 
     @property
     def backlog(self) -> int:
         """Reports queued or being built."""
-        with self._cond:
-            return len(self._queue) + self._busy
+        return self._worker.backlog
 
     # -- the worker ----------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._dropped and not self._closing:
-                    self._cond.wait()
-                dropped = list(self._dropped)
-                self._dropped.clear()
-                if self._abandon or (self._closing and not self._queue and not dropped):
-                    return
-                job = self._queue.popleft() if self._queue else None
-                self._busy = 1 if job is not None else 0
-                self.metrics.pending.set(len(self._queue) + self._busy)
-            for old in dropped:
-                self._record_failure(old, f"the report queue was full ({self.queue_size} windows waiting), so this "
-                                          "window's report, the oldest waiting, was dropped")
-            if job is not None:
-                self._build(job)
-            with self._cond:
-                self._busy = 0
-                self.metrics.pending.set(len(self._queue))
+    def _depth(self, waiting: int, busy: int) -> None:
+        self.metrics.pending.set(waiting + busy)
+
+    def _drop(self, old: ReportJob) -> None:
+        self._dropped.append(old)
+        self.metrics.reports.labels(outcome="dropped").inc()
+        log.warning("report queue full (%d): dropped the report of window %s, the oldest waiting",
+                    self.queue_size, old.window_id)
+
+    def _work(self, job: ReportJob) -> None:
+        while self._dropped:
+            self._record_failure(self._dropped.popleft(), f"the report queue was full ({self.queue_size} windows "
+                                 "waiting), so this window's report, the oldest waiting, was dropped")
+        self._build(job)
 
     def _build(self, job: ReportJob) -> None:
         started = time.perf_counter()
@@ -277,12 +246,14 @@ class ReportHook:
         return False
 
 
-def sample_rows(n: int, cap: int, window_id: str) -> np.ndarray:
-    """A uniform sample of ``min(n, cap)`` row indices, seeded by the window id (a window gets the same sample)."""
-    if n <= cap:
-        return np.arange(n)
-    rng = np.random.default_rng(zlib.crc32(window_id.encode()))
-    return np.sort(rng.choice(n, size=cap, replace=False))
+def window_sample(window: ClosedWindow, cap: int, window_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of a uniform sample of at most ``cap`` of ``window``'s rows, seeded by the window id (a window
+    always gets the same sample): features (k, F) float64 and predicted class indices (k,) int64, -1 where the
+    window has no predictions. The pipeline's buffers are not held past the call."""
+    rows = sample_rows(window.n, cap, seed=zlib.crc32(window_id.encode()))
+    predictions = window.columns.get("prediction")
+    return (np.asarray(window.features[rows], dtype=np.float64),  # indexing by rows made a copy
+            np.full(len(rows), -1, np.int64) if predictions is None else np.asarray(predictions[rows], dtype=np.int64))
 
 
 # -- serving -------------------------------------------------------------------------------------------------

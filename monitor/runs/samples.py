@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.alerts import Alert, AlertedWindow
+from monitor.alerts import Alert, AlertedWindow, HookWorker
 from monitor.config import Config, RunsConfig, default_of
 from monitor.profiles import Profile
-from monitor.reports import report_name, sample_rows
+from monitor.reports import report_name, window_sample
 from monitor.runs import RunError, TrainingRun, log_artifact, parse_run_uri, resolve_run, run_url
 
 __all__ = ["ARTIFACT_PATH", "RunSampleHook", "RunSampleMetrics", "SampleJob", "WatchedRun", "watched_runs"]
@@ -121,13 +119,8 @@ class RunSampleHook:
         self._runs = dict(runs)
         self._profiles = dict(profiles)
         self._resolved: dict[str, TrainingRun] = {}  # worker thread only
-        self._queue: deque[SampleJob] = deque()
-        self._busy = 0
-        self._cond = threading.Condition()
-        self._closing = False
-        self._abandon = False
-        self._thread = threading.Thread(target=self._run, name="inferwatch-run-samples", daemon=True)
-        self._thread.start()
+        self._worker = HookWorker("inferwatch-run-samples", self._work, queue_size=queue_size,
+                                  dropped=self._dropped, depth=self._depth)
 
     @classmethod
     def from_config(cls, config: Config, profiles: Mapping[str, Profile], registry: CollectorRegistry) -> RunSampleHook:
@@ -159,65 +152,41 @@ class RunSampleHook:
         key = f"{result.model}/{result.version}"
         if not any(a.status == "firing" for a in alerts) or key not in self._runs:
             return
-        rows = sample_rows(window.window.n, self.max_rows, result.window_id)
-        predictions = window.window.columns.get("prediction")
+        features, predictions = window_sample(window.window, self.max_rows, result.window_id)
         job = SampleJob(key=key, name=report_name(result.window_id), window_id=result.window_id,
-                        features=np.asarray(window.window.features[rows], dtype=np.float64),  # (k, F), a copy
-                        predictions=np.full(len(rows), -1, np.int64) if predictions is None
-                        else np.asarray(predictions[rows], dtype=np.int64))  # (k,)
-        with self._cond:
-            if self._closing:
-                return
-            if len(self._queue) >= self.queue_size:
-                old = self._queue.popleft()
-                self.metrics.samples.labels(outcome="dropped").inc()
-                log.warning("run sample queue full (%d): dropped the sample of window %s, the oldest waiting",
-                            self.queue_size, old.window_id)
-            self._queue.append(job)
-            self.metrics.pending.set(len(self._queue) + self._busy)
-            self._cond.notify()
+                        features=features, predictions=predictions)
+        self._worker.submit(job)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Log what is queued within ``timeout_s``; samples not logged by then are abandoned (and logged as such)."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            with self._cond:
-                self._abandon = True
-                left = len(self._queue)
-            log.warning("run samples: %d queued window sample(s) not logged before shutdown", left)
+        left = self._worker.close(timeout_s)
+        if left:
+            log.warning("run samples: %d queued window sample(s) not logged before shutdown", len(left))
 
     @property
     def backlog(self) -> int:
         """Samples queued or being logged."""
-        with self._cond:
-            return len(self._queue) + self._busy
+        return self._worker.backlog
 
     # -- the worker ----------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if self._abandon or not self._queue:
-                    return
-                job = self._queue.popleft()
-                self._busy = 1
-                self.metrics.pending.set(len(self._queue) + self._busy)
-            try:
-                where = self._log(job)
-            except Exception as exc:  # RunError (tracker unreachable, run gone), a full disk: the loop goes on
-                self.metrics.samples.labels(outcome="failed").inc()
-                log.warning("the sample of window %s was not logged to run %s: %s", job.window_id,
-                            self._runs[job.key].uri, exc, exc_info=not isinstance(exc, RunError))
-            else:
-                self.metrics.samples.labels(outcome="logged").inc()
-                log.info("the sample of window %s (%d rows) is logged to %s", job.window_id, len(job.features), where)
-            with self._cond:
-                self._busy = 0
-                self.metrics.pending.set(len(self._queue))
+    def _depth(self, waiting: int, busy: int) -> None:
+        self.metrics.pending.set(waiting + busy)
+
+    def _dropped(self, old: SampleJob) -> None:
+        self.metrics.samples.labels(outcome="dropped").inc()
+        log.warning("run sample queue full (%d): dropped the sample of window %s, the oldest waiting",
+                    self.queue_size, old.window_id)
+
+    def _work(self, job: SampleJob) -> None:
+        try:
+            where = self._log(job)
+        except Exception as exc:  # RunError (tracker unreachable, run gone), a full disk: the loop goes on
+            self.metrics.samples.labels(outcome="failed").inc()
+            log.warning("the sample of window %s was not logged to run %s: %s", job.window_id,
+                        self._runs[job.key].uri, exc, exc_info=not isinstance(exc, RunError))
+        else:
+            self.metrics.samples.labels(outcome="logged").inc()
+            log.info("the sample of window %s (%d rows) is logged to %s", job.window_id, len(job.features), where)
 
     def _log(self, job: SampleJob) -> str:
         run = self._resolved.get(job.key)
