@@ -33,6 +33,7 @@ from detectors.chi2 import (
     chi2_goodness_of_fit_rows,
     smallest_p_value_rows,
 )
+from detectors.comparison import LatencyShift, WindowComparison, class_mix_shift, compare_windows, latency_shift
 from detectors.cusum import CUSUM, siegmund_arl, z_from_p
 from detectors.drift import (
     Correction,
@@ -98,6 +99,7 @@ __all__ = [
     "LLMReference",
     "LLMTest",
     "LatencyHistogram",
+    "LatencyShift",
     "MMDDetector",
     "MMDResult",
     "MissingRateFeature",
@@ -107,6 +109,7 @@ __all__ = [
     "QualityResult",
     "ReferenceSample",
     "StatisticsError",
+    "WindowComparison",
     "WindowDriftResult",
     "adjust_p_values",
     "bin_proportions",
@@ -120,6 +123,8 @@ __all__ = [
     "cbpe_reference",
     "chi2_goodness_of_fit",
     "chi2_goodness_of_fit_rows",
+    "class_mix_shift",
+    "compare_windows",
     "encode_categories",
     "expected_calibration_error",
     "expected_macro_f1",
@@ -131,6 +136,7 @@ __all__ = [
     "ks_smallest_p_value",
     "kstwo_sf",
     "labelled_quality",
+    "latency_shift",
     "llm_quality",
     "median_bandwidth",
     "min_detectable_rows",

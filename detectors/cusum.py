@@ -168,6 +168,23 @@ class CUSUM:
         """Whether the last :meth:`update` raised an alarm."""
         return self._drift_detected
 
+    def snapshot(self) -> tuple[float, bool]:
+        """``(S_t, alarmed)``: what :meth:`restore` needs to continue this chart in another process."""
+        return self._statistic, self._drift_detected
+
+    def restore(self, statistic: float, drift_detected: bool) -> None:
+        """Continue from a :meth:`snapshot` (of a chart with the same ``k`` and threshold).
+
+        >>> a, b = CUSUM(k=0.5), CUSUM(k=0.5)
+        >>> _ = [a.update(z) for z in (1.0, 2.0)]
+        >>> b.restore(*a.snapshot())
+        >>> a.update(1.5) == b.update(1.5) and a.statistic == b.statistic
+        True
+        """
+        if not (math.isfinite(statistic) and statistic >= 0.0):
+            raise StatisticsError(f"a CUSUM statistic is finite and non-negative; got {statistic}")
+        self._statistic, self._drift_detected = float(statistic), bool(drift_detected)
+
     def update(self, z: float) -> bool:
         """Add one score; return whether the chart alarms.  After an alarm the next update starts from 0."""
         if not math.isfinite(z):

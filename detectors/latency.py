@@ -16,6 +16,7 @@ makes it reset soon after the burn stops.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -407,6 +408,33 @@ class BurnRateMonitor:
     def late(self) -> int:
         """Latencies not counted because their bucket had already left the longest window."""
         return self._late
+
+    def snapshot(self) -> dict[str, list[int]]:
+        """The counts of the buckets still in the ring (``epoch``, ``good``, ``bad`` lists, oldest first) and the
+        ``rejected``/``late`` totals: what :meth:`restore` needs to continue in another process."""
+        held = np.flatnonzero(self._epoch != np.iinfo(np.int64).min)
+        held = held[np.argsort(self._epoch[held])]
+        return {"epoch": self._epoch[held].tolist(), "good": self._good[held].tolist(),
+                "bad": self._bad[held].tolist(), "totals": [self._rejected, self._late]}
+
+    def restore(self, snapshot: Mapping[str, Sequence[int]]) -> None:
+        """Continue from a :meth:`snapshot` of a monitor with the same windows and bucket size.
+
+        >>> import numpy as np
+        >>> from detectors.latency import SLO, BurnRateMonitor
+        >>> a, b = BurnRateMonitor(SLO(0.1, 0.99)), BurnRateMonitor(SLO(0.1, 0.99))
+        >>> a.observe(60.0, np.array([0.05, 0.5, 0.5]))
+        >>> b.restore(a.snapshot())
+        >>> a.evaluate(100.0) == b.evaluate(100.0)
+        True
+        """
+        self._reset()
+        epochs, good, bad = (np.asarray(snapshot[k], dtype=np.int64) for k in ("epoch", "good", "bad"))
+        if not (epochs.shape == good.shape == bad.shape) or (good < 0).any() or (bad < 0).any():
+            raise StatisticsError("a burn-rate snapshot has epoch, good and bad lists of one length, counts >= 0")
+        slots = epochs % self.n_buckets
+        self._epoch[slots], self._good[slots], self._bad[slots] = epochs, good, bad
+        self._rejected, self._late = (int(v) for v in snapshot.get("totals", (0, 0)))
 
     def observe(self, time_s: float, latencies: npt.ArrayLike) -> None:
         """Count the requests that completed at ``time_s`` (seconds) with the given ``latencies`` (seconds)."""

@@ -174,6 +174,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --out: send annotations and snapshots to this Grafana instead of recording them")
     demo.add_argument("--grafana-token-file", type=Path, default=None, metavar="FILE",
                       help="service-account token (Editor role) for --grafana-url")
+    demo.add_argument("--runs-dir", type=Path, default=None, metavar="DIR",
+                      help="the local MLflow store (and W&B offline runs, with wandb installed) the demo's trainers "
+                           "record their runs in, which its profiles name and its alerts link (default: OUT/runs "
+                           "with --out, else .inferwatch/demo-runs)")
+    demo.add_argument("--no-runs", action="store_true", help="do not record the training runs")
     demo.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(func=_demo)
 
@@ -413,15 +418,20 @@ def _demo(args: argparse.Namespace) -> int:
 
         saved = DemoOutput(args.out, args.grafana_url, args.grafana_token_file)
         progress(f"dashboards rendered: {', '.join(str(p) for p in saved.dashboards())}")
+    runs = None
+    if not args.no_runs:
+        from monitor.demo.runs import DEFAULT_DIR, open_store
+
+        runs = open_store(args.runs_dir or (DEFAULT_DIR if args.out is None else args.out / "runs"), progress)
     out: dict[str, object] = {}
     if args.model in ("cnn", "both"):
         report = run_demo(kafka=args.kafka, drift=args.drift, windows=args.windows, window_size=args.window_size,
-                          seed=args.seed, progress=progress, alerts=alerts, out=saved)
+                          seed=args.seed, progress=progress, alerts=alerts, out=saved, runs=runs)
         out.update(asdict(report) | {"first_alert_window": report.first_alert_window})
         if not args.json:
             print(format_report(report), flush=True)
     if args.model in ("llm", "both"):
-        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress, alerts=alerts, out=saved)
+        llm = run_llm_demo(kafka=args.kafka, seed=args.seed, progress=progress, alerts=alerts, out=saved, runs=runs)
         out["llm"] = asdict(llm)
         if not args.json:
             print("\n" + format_llm_report(llm))

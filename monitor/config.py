@@ -11,6 +11,7 @@ monitor.errors.ConfigError: config: Expected `int` >= 1 at window.size
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections.abc import Mapping
@@ -35,13 +36,20 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
 
 
 class ModelConfig(_Strict, frozen=True):
-    """A model version to watch and the reference profile its windows are compared with."""
+    """A model version to watch and the reference profile its windows are compared with.
+
+    Versions of one model served side by side (A/B, canary) say which they are with ``variant`` (the value their
+    events carry in ``attributes["variant"]``); each window of such a version is also compared with the last
+    window of its peer version: ``compare_with`` when given, else the group's control (see :func:`variant_peers`).
+    """
 
     name: Name
     version: Name
     profile: str
     training_run: str | None = None
     window_size: Positive | None = None  # overrides window.size for this model
+    variant: Name | None = None  # e.g. "control", "canary", "A", "B"
+    compare_with: Name | None = None  # the version of the same model this one's windows are compared with
 
     @property
     def key(self) -> str:
@@ -49,13 +57,38 @@ class ModelConfig(_Strict, frozen=True):
 
 
 class KafkaConfig(_Strict, frozen=True):
-    """Consume from Kafka instead of the embedded in-process bus."""
+    """Consume from Kafka instead of the embedded in-process bus.
+
+    ``client`` is the Kafka library under the transport: ``kafka-python`` (the default, always installed) or
+    ``confluent`` (confluent-kafka on librdkafka, several times less CPU per record; ``pip install
+    'inferwatch[confluent]'``). Both give the daemon the same guarantees; a missing confluent-kafka fails at start.
+
+    ``resume_lookback`` records of each results partition are read back whenever partitions are assigned, to go
+    on where the last owner of a model version stopped and not to publish a window twice (see
+    :mod:`monitor.pipeline`); it must exceed the windows published between two commits (a few, commits follow
+    closed windows within a quarter second).
+
+    A detector that dies holds its partitions until the group misses its heartbeats for ``session_timeout_s``
+    (the broker accepts 6-300 s by default). With ``instance_id`` (static membership: a name unique in the
+    group and stable across restarts, e.g. the pod's name) a restarted detector takes its partitions back at
+    once, without a rebalance.
+    """
 
     bootstrap: Name
     group: Name = "inferwatch-detect"
     client_id: Name = "inferwatch"
     create_topics: bool = True
     partitions: Positive = 1
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
+    resume_lookback: Positive = 2000
+    session_timeout_s: Annotated[float, msgspec.Meta(ge=6, le=300)] = 10.0
+    instance_id: Name | None = None
+
+    def __post_init__(self) -> None:
+        # Looked up without importing it; msgspec reports the ValueError at this section's path (kafka).
+        if self.client == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("kafka.client is confluent but confluent-kafka is not installed: "
+                             "pip install 'inferwatch[confluent]' (or use client: kafka-python)")
 
 
 class TopicsConfig(_Strict, frozen=True):
@@ -113,6 +146,18 @@ class SLOConfig(_Strict, frozen=True):
     objective: Probability = 0.99
 
 
+class VariantsConfig(_Strict, frozen=True):
+    """Versions compared with their peer version (``models[].variant``, ``models[].compare_with``): when a window
+    of a compared version closes, it is compared with the peer's last closed window if that one ended at most
+    ``max_age_s`` (event time) before this window began; of the peer's window at most ``max_rows`` rows are kept
+    (a seeded uniform sample). A latency difference needs a median at least ``min_latency_change`` (relative)
+    apart besides significance."""
+
+    max_age_s: PositiveFloat = 600.0
+    max_rows: Positive = 5000
+    min_latency_change: Annotated[float, msgspec.Meta(ge=0)] = 0.1
+
+
 class DetectConfig(_Strict, frozen=True):
     """False-alarm control. ``alpha`` is the per-window family-wise (Bonferroni) or false-discovery (BH)
     level across the features of a window, and the level of every other test. Effect-size floors keep huge
@@ -139,9 +184,12 @@ class DetectConfig(_Strict, frozen=True):
     quality: QualityConfig = QualityConfig()
     slow_drift: SlowDriftConfig = SlowDriftConfig()
     slo: SLOConfig | None = None
+    variants: VariantsConfig = VariantsConfig()
 
 
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")]
+#: An MLflow tracking server, or a local MLflow store by the absolute path of its sqlite file.
+TrackingUri = Annotated[str, msgspec.Meta(pattern=r"^(https?://[^\s/]+|sqlite:////\S+)")]
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")  # in rising order
 
@@ -309,16 +357,17 @@ class RunsConfig(_Strict, frozen=True):
     With ``log_window_samples``, every alerting window of a model whose run is known (the profile was built with
     ``inferwatch baseline --from-run``, or ``models[].training_run`` names a run by its tracker) is logged to that
     run as ``inferwatch/windows/{window}.npz``: a seeded uniform sample of at most ``max_rows`` of its rows
-    (features, feature names, predictions), so the next training run can include the data that drifted; the
-    alert links it. A background worker logs it (at most ``queue_size`` windows wait; beyond, the oldest is
-    dropped and counted); ``timeout_s`` bounds each request to the tracker, ``tracking_uri`` serves
+    (features, feature names, predictions, row places; the raw payloads collectors sampled and redacted), so the
+    next training run can include the data that drifted; the alert links it. A background worker logs it (at
+    most ``queue_size`` windows wait; beyond, the oldest is dropped and counted); ``timeout_s`` bounds each
+    request to the tracker, ``tracking_uri`` serves
     ``runs:/RUN_ID``."""
 
     log_window_samples: bool = False
     max_rows: Positive = 2000
     queue_size: Positive = 8
     timeout_s: PositiveFloat = 10.0
-    tracking_uri: Url | None = None
+    tracking_uri: TrackingUri | None = None
 
 
 class ServerConfig(_Strict, frozen=True):
@@ -554,8 +603,9 @@ def load_config_text(text: str, source: str = "config") -> Config:
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     for model in raw.get("models") or []:
         # YAML reads `version: 1` as a number; a version is a name.
-        if isinstance(model, dict) and isinstance(model.get("version"), int | float):
-            model["version"] = str(model["version"])
+        for key in ("version", "compare_with"):
+            if isinstance(model, dict) and isinstance(model.get(key), int | float):
+                model[key] = str(model[key])
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
@@ -572,7 +622,57 @@ def load_config_text(text: str, source: str = "config") -> Config:
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise ConfigError(f"{source}: models lists {', '.join(duplicates)} more than once")
+    check_variants(config.models, source)
     return config
+
+
+#: Variants that name a comparison group's control: the version the other variants are compared with by default.
+CONTROL_VARIANTS = frozenset({"control", "a", "baseline", "stable"})
+
+
+def check_variants(models: list[ModelConfig], source: str = "config") -> None:
+    """What the types cannot say about ``models[].variant`` and ``models[].compare_with``: a peer is another
+    configured version of the same model, and no two versions of a model share a variant."""
+    for i, m in enumerate(models):
+        versions = [o.version for o in models if o.name == m.name]
+        if m.compare_with is not None and m.compare_with == m.version:
+            raise ConfigError(f"{source}: {m.key} cannot be compared with itself at models[{i}].compare_with")
+        if m.compare_with is not None and m.compare_with not in versions:
+            raise ConfigError(f"{source}: {m.name} has no configured version {m.compare_with!r} to compare "
+                              f"{m.key} with (configured: {', '.join(versions)}) at models[{i}].compare_with")
+        twin = next((o for o in models[:i] if o.name == m.name and m.variant is not None and o.variant == m.variant),
+                    None)
+        if twin is not None:
+            raise ConfigError(f"{source}: {m.key} and {twin.key} are both variant {m.variant!r}; each version of "
+                              f"a model needs its own variant at models[{i}].variant")
+
+
+def variant_peers(models: list[ModelConfig]) -> dict[str, str]:
+    """The version each compared version's windows are compared with, as ``{key: peer key}``.
+
+    ``compare_with`` names the peer explicitly. Otherwise versions of one model that have a ``variant`` form a
+    group (when there are two or more): each is compared with the group's control, the first listed whose
+    variant is one of :data:`CONTROL_VARIANTS` (any case), or else the first listed; the control itself is
+    compared with nothing.
+
+    >>> models = [ModelConfig(name="m", version=v, profile="p", variant=n)
+    ...           for v, n in (("1", "stable"), ("2", "canary"), ("3", None))]
+    >>> variant_peers(models)
+    {'m/2': 'm/1'}
+    """
+    peers = {m.key: f"{m.name}/{m.compare_with}" for m in models if m.compare_with is not None}
+    groups: dict[str, list[ModelConfig]] = {}
+    for m in models:
+        if m.variant is not None:
+            groups.setdefault(m.name, []).append(m)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        control = next((m for m in group if str(m.variant).lower() in CONTROL_VARIANTS), group[0])
+        for m in group:
+            if m is not control and m.compare_with is None:
+                peers[m.key] = control.key
+    return peers
 
 
 def load_sidecar_config(path: str | Path | None = None,

@@ -31,7 +31,8 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     if wiring.reports is not None:
         pages["/reports/"] = report_page(wiring.reports.store)
     try:
-        server = DaemonServer.from_config(config.server, wiring.registry, ready=lambda: not wiring.stop.is_set(),
+        server = DaemonServer.from_config(config.server, wiring.registry,
+                                          ready=lambda: not wiring.stop.is_set() and wiring.pipeline.assigned,
                                           ingest=wiring.producer if embedded else None,
                                           topics={"events": config.topics.events, "feedback": config.topics.feedback},
                                           pages=pages)

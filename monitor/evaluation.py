@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,9 @@ from monitor.detection import (
     JoinedFeedback,
     LatencySummary,
     ModelContext,
+    PeerWindow,
     SlowDriftResult,
+    VariantComparisonResult,
 )
 from monitor.errors import EventError
 from monitor.events import InferenceEvent
@@ -129,13 +131,20 @@ class WindowResult:
     def slow_drift(self) -> SlowDriftResult | None:
         return self.results.get("slow_drift")
 
+    @property
+    def variant(self) -> VariantComparisonResult | None:
+        """This window against the last window of the peer version (A/B, canary), when this version has one."""
+        return self.results.get("variant_comparison")
+
 
 class WatchedModel:
     """One model version: its profile, the layout of its windows, and its detectors (some with state across
     windows: the MMD reference tensor, CUSUM, SLO burn rates, the labels joined since the last window)."""
 
     def __init__(self, profile: Profile, detect: DetectConfig, window: WindowConfig,
-                 training_run: str | None = None, registry: Sequence[DetectorClass] = REGISTRY) -> None:
+                 training_run: str | None = None, registry: Sequence[DetectorClass] = REGISTRY,
+                 peer: str | None = None) -> None:
+        """``peer``: the version this one's windows are also compared with (``models[].variant``)."""
         self.profile = profile
         self.training_run = training_run or profile.training_run
         self.training_run_url = run_url(self.training_run, profile.training_run_info)
@@ -157,7 +166,7 @@ class WatchedModel:
         if profile.llm is not None:
             layout["llm"] = Column(len(LLM_COLUMNS))
         self.layout: Layout = layout
-        context = ModelContext(profile=profile, detect=detect, window=window)
+        context = ModelContext(profile=profile, detect=detect, window=window, peer=peer)
         self.detectors: list[Detector[Any]] = [d for d in (cls.build(context) for cls in registry) if d is not None]
         self._feedback = JoinedFeedback(limit=detect.quality.window)
 
@@ -237,13 +246,35 @@ class WatchedModel:
         """Accept/reject feedback joined to generations."""
         self._feedback.add_accepted([bool(v) for v in accepted])
 
+    # -- state across windows ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What the detectors carry to the next window, by detector name (those that carry nothing left out)."""
+        carried = {d.name: d.state() for d in self.detectors}
+        return {name: value for name, value in carried.items() if value is not None}
+
+    def restore(self, state: Mapping[str, Any]) -> list[str]:
+        """Continue every detector from :meth:`state` of another process; returns the detectors whose state
+        could not be taken (logged; they start afresh) — a detector no longer configured is ignored."""
+        refused = []
+        for detector in self.detectors:
+            if detector.name not in state:
+                continue
+            try:
+                detector.restore(state[detector.name])
+            except Exception as exc:  # a state written by another version, or damaged: start afresh
+                refused.append(detector.name)
+                log.warning("detector %s of %s/%s starts afresh: its saved state was refused (%s: %s)",
+                            detector.name, self.profile.model, self.profile.version, type(exc).__name__, exc)
+        return refused
+
     # -- evaluation ----------------------------------------------------------------------------------------
-    def evaluate(self, window: ClosedWindow) -> WindowResult:
-        """Run every detector on the window; one that raises is recorded in ``failures`` and skipped."""
+    def evaluate(self, window: ClosedWindow, peer: PeerWindow | None = None) -> WindowResult:
+        """Run every detector on the window; one that raises is recorded in ``failures`` and skipped. ``peer`` is
+        the last closed window of the peer version, for a version compared with one."""
         results: dict[str, Any] = {}
         found: list[Finding] = []
         failures: list[DetectorFailure] = []
-        inputs = Inputs(window=window, feedback=self._feedback, earlier=results)
+        inputs = Inputs(window=window, feedback=self._feedback, earlier=results, peer=peer)
         for detector in self.detectors:
             try:
                 result = detector.evaluate(inputs)

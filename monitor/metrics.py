@@ -79,6 +79,7 @@ class DaemonMetrics:
     events_rejected: Counter
     deadletters: Counter
     windows_closed: Counter
+    windows_replayed: Counter
     window_events: Gauge
     drift_detected: Gauge
     window_seconds: Histogram
@@ -97,6 +98,7 @@ class DaemonMetrics:
     genai: GenAIMetrics
     class_ratio: Gauge
     consumer_lag: Gauge
+    variant_mismatches: Counter
 
 
 def _detector_gauge(spec: GaugeSpec, registry: CollectorRegistry) -> Gauge | WindowQuantiles:
@@ -123,6 +125,9 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
                             "Records sent to the dead-letter topic.", registry=registry),
         windows_closed=Counter("inferwatch_windows_closed_total", "Windows closed and evaluated.",
                                (*mv, "reason"), registry=registry),
+        windows_replayed=Counter("inferwatch_windows_replayed_total",
+                                 "Windows read again after a restart or rebalance whose result an earlier run had "
+                                 "published already: not evaluated nor published again.", mv, registry=registry),
         window_events=Gauge("inferwatch_window_open_events", "Events held in open windows.",
                             registry=registry),
         drift_detected=Gauge("inferwatch_drift_detected",
@@ -155,7 +160,8 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
         detector_gauges={spec.name: _detector_gauge(spec, registry) for spec in gauge_specs().values()},
         build_info=build_info(registry),
         model_info=Info("inferwatch_model", "1 for every watched model version: its training run (empty when "
-                        "unknown) and kind (classifier or generator).", mv, registry=registry),
+                        "unknown), kind (classifier or generator) and variant (A/B, canary; only where "
+                        "configured).", mv, registry=registry),
         inference_latency=Histogram("inferwatch_inference_latency_seconds",
                                     "Latency of each consumed inference event: total, and GPU time where the "
                                     "event measured it.", (*mv, "kind"), buckets=INFERENCE_LATENCY_BUCKETS,
@@ -167,6 +173,10 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
         consumer_lag=Gauge("inferwatch_consumer_lag_records",
                            "Records between the consumer's position and the end of each assigned partition, as "
                            "of the last poll.", ("topic", "partition"), registry=registry),
+        variant_mismatches=Counter("inferwatch_variant_mismatched_events_total",
+                                   "Events whose variant attribute disagrees with their version's configured "
+                                   "variant (processed as their version says), by reason.", (*mv, "reason"),
+                                   registry=registry),
     )
     for detector in DETECTOR_NAMES:
         m.detector_errors.labels(detector=detector)
@@ -175,10 +185,12 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
     return m
 
 
-def set_model_info(m: DaemonMetrics, model: str, version: str, training_run: str | None, generator: bool) -> None:
-    """Say that ``model``/``version`` is watched (``inferwatch_model_info``)."""
-    m.model_info.labels(model=model, version=version).info(
-        {"training_run": training_run or "", "kind": "generator" if generator else "classifier"})
+def set_model_info(m: DaemonMetrics, model: str, version: str, training_run: str | None, generator: bool,
+                   variant: str | None = None) -> None:
+    """Say that ``model``/``version`` is watched (``inferwatch_model_info``), with its ``variant`` label when it has
+    one (PromQL reads a missing label as empty, so ``{variant=""}`` also selects versions without)."""
+    info = {"training_run": training_run or "", "kind": "generator" if generator else "classifier"}
+    m.model_info.labels(model=model, version=version).info(info if variant is None else {**info, "variant": variant})
 
 
 def observe_event(m: DaemonMetrics, event: InferenceEvent) -> None:

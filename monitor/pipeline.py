@@ -6,10 +6,22 @@ runs over Kafka and over the in-process bus, and tests drive it against both.
 Ordering of effects per closed window: the result is produced to the results topic, dead letters and
 results are flushed, and only then are offsets committed, up to (not past) the first event of any window
 still open. A crash therefore replays the open windows, and a replayed window has the same id.
+
+Exactly once, across restarts and rebalances (on Kafka, where ``results_tail`` reads the results topic back):
+each result record carries, in its ``inferwatch-state`` header, what the model's detectors carry to the next
+window (a CUSUM, SLO burn-rate buckets), the window's index and the position of its last event in each
+partition. On every assignment of partitions the pipeline reads the tail of the results topic: a model version
+whose last published window is newer than what this process holds continues from that record (index and
+detector state); the events of a model version read again up to the last event of its last published window
+are skipped (a commit covers all the models of a partition, so it can lie before windows another model closed);
+and a window read again whose id was published already is neither evaluated nor published again (counted in
+``inferwatch_windows_replayed_total``). Commits also happen between the records of one poll, at most every
+:data:`COMMIT_EVERY_S` once a window closed, so that a crash replays little.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,11 +41,27 @@ from monitor.feedback import FeedbackJoin
 from monitor.metrics import DaemonMetrics, export_lag, export_result, observe_event, set_model_info
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
+from monitor.variants import MISMATCH_REASONS, VariantWatch
 from monitor.windows import ClosedWindow, Resume, TopicPartition, Windows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pipeline", "RateLimitedLog", "WindowResult"]
+__all__ = ["COMMIT_EVERY_S", "STATE_HEADER", "Pipeline", "RateLimitedLog", "WindowResult"]
+
+#: Least time between two commits made inside one poll's records (a commit also follows every poll that closed
+#: a window, and every 5 s).
+COMMIT_EVERY_S = 0.25
+#: The results record header that carries a model's state after the window (JSON: index, detectors).
+STATE_HEADER = "inferwatch-state"
+
+
+class _Published(msgspec.Struct):
+    """What a results record says about its window (the rest of the result is not decoded)."""
+
+    window_id: str
+    model: str
+    version: str
+    index: int
 
 
 class RateLimitedLog:
@@ -62,16 +90,26 @@ class Pipeline:
                  metrics: DaemonMetrics, channels: Sequence[Channel] = (),
                  on_result: Callable[[WindowResult], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, registry: Sequence[DetectorClass] = REGISTRY,
-                 alerting: Alerting | None = None) -> None:
+                 alerting: Alerting | None = None,
+                 results_tail: Callable[[], Sequence[Message]] | None = None) -> None:
         """``alerting`` (rules, state and channels, see :func:`monitor.wiring.build_alerting`) by default keeps
-        its state in memory and delivers to ``channels``."""
+        its state in memory and delivers to ``channels``. ``results_tail`` reads the last records of every
+        partition of the results topic (see the module docstring); None: no restart picks up where this one
+        stopped (the embedded bus)."""
         self.config = config
         self._names = {m.name for m in config.models}
-        self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run, registry)
+        self._variants = VariantWatch(config.models, {m.key: (profiles[m.key].feature_names,
+                                                              profiles[m.key].class_labels) for m in config.models},
+                                      config.detect.variants.max_rows)
+        self._models = {m.key: WatchedModel(profiles[m.key], config.detect, config.window, m.training_run, registry,
+                                            peer=self._variants.peer_version(m.key))
                         for m in config.models}
         for m in config.models:
             watched = self._models[m.key]
-            set_model_info(metrics, m.name, m.version, watched.training_run, watched.profile.llm is not None)
+            set_model_info(metrics, m.name, m.version, watched.training_run, watched.profile.llm is not None,
+                           m.variant)
+            for reason in MISMATCH_REASONS if m.variant is not None else ():
+                metrics.variant_mismatches.labels(model=m.name, version=m.version, reason=reason)
         self._consumer = consumer
         self._producer = producer
         self._metrics = metrics
@@ -93,7 +131,18 @@ class Pipeline:
         self._lagging: set[TopicPartition] = set()  # partitions with an exported lag series
         self._bad = RateLimitedLog(log)
         self._last_commit = clock()
+        self._results_tail = results_tail
+        self._published: dict[str, int] = {}  # ids of windows read back from the results topic -> index
+        # (model/version, partition) -> position of the last event of its last published window, while replaying
+        self._done_until: dict[tuple[str, TopicPartition], Resume] = {}
+        self._skipped: dict[tuple[str, TopicPartition], int] = {}
         self.messages = 0
+
+    @property
+    def assigned(self) -> bool:
+        """Whether the consumer has joined its group and been given its partitions (on the embedded bus: once
+        it polled); ``/readyz`` answers 503 before."""
+        return self._assignments > 0
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_messages: int | None = None, poll_timeout_s: float = 0.2) -> None:
@@ -124,7 +173,10 @@ class Pipeline:
             messages = []  # read again from the last commit, after the rewind
         closed = 0
         for message in messages:
-            closed += self._handle(message)
+            closing = self._handle(message)
+            closed += closing
+            if closing and self.config.kafka is not None and self._clock() - self._last_commit >= COMMIT_EVERY_S:
+                self.commit()  # between the records of a poll: a crash replays less
         for window in self._windows.expired(self._clock()):
             self._evaluate(window)
             closed += 1
@@ -169,6 +221,9 @@ class Pipeline:
         held = self._windows.open_events > 0 or any(
             self._committed.get(tp, (None, 0))[0] != offset for tp, offset in self._consumed.items())
         self._resumed.clear()
+        if held:
+            self._producer.flush()  # this process's results are on the topic before it is read back
+        self._resume_from_results()
         if not held:
             return False
         self._consumer.rewind()
@@ -179,6 +234,62 @@ class Pipeline:
         log.warning("consumer group rebalanced: reading every assigned partition from its last commit again "
                     "(%d uncommitted event(s) in open windows dropped, to be read again)", dropped)
         return True
+
+    def _resume_from_results(self) -> None:
+        """Read the results topic's tail: continue every model version from its last published window where
+        that is newer than what this process holds, and remember which window ids were published."""
+        if self._results_tail is None:
+            return
+        latest: dict[str, tuple[int, dict[str, object]]] = {}
+        published: dict[str, int] = {}
+        done_until: dict[tuple[str, TopicPartition], Resume] = {}
+        for record in self._results_tail():
+            try:
+                p = msgspec.json.decode(record.value, type=_Published)
+                header = next((v for k, v in record.headers if k == STATE_HEADER), None)
+                state = {} if header is None else json.loads(header)
+            except (msgspec.DecodeError, ValueError) as exc:
+                self._bad.warning("results", f"results record {record.partition}:{record.offset} not read back: "
+                                             f"{exc}")
+                continue
+            key = f"{p.model}/{p.version}"
+            if key not in self._models or not isinstance(state, dict):
+                continue
+            published[p.window_id] = p.index
+            ends = state.get("ends")
+            for topic, partition, offset, event in ends if isinstance(ends, list) else ():
+                where = (key, (str(topic), int(partition)))
+                done_until[where] = max(done_until.get(where, (-1, -1)), (int(offset), int(event)))
+            if p.index >= latest.get(key, (-1, {}))[0]:
+                latest[key] = (p.index, state)
+        resumed = {}
+        for key, (index, state) in latest.items():
+            if index < self._windows.next_index(key):
+                continue  # this process holds that window's state, or a newer one
+            detectors = state.get("detectors")
+            refused = self._models[key].restore(detectors if isinstance(detectors, dict) else {})
+            resumed[key] = index + 1
+            log.info("%s goes on after its window #%d, published before%s", key, index,
+                     f" (starting afresh: {', '.join(refused)})" if refused else "")
+        self._windows.resume(resumed, published)
+        self._published = published
+        self._done_until = done_until
+        self._skipped = {}
+
+    def _published_before(self, key: str, message: Message, index: int) -> bool:
+        """Whether this event of ``key`` lies in a window already published (see :meth:`_resume_from_results`)."""
+        where = (key, (message.topic, message.partition))
+        end = self._done_until.get(where)
+        if end is None:
+            return False
+        if (message.offset, index) <= end:
+            self._skipped[where] = self._skipped.get(where, 0) + 1
+            return True
+        del self._done_until[where]
+        if self._skipped.get(where):
+            log.info("%s: skipped %d event(s) of %s-%d read again, already in published windows", key,
+                     self._skipped.pop(where), message.topic, message.partition)
+        return False
 
     # -- records ---------------------------------------------------------------------------------------
     def _handle(self, message: Message) -> int:
@@ -212,9 +323,24 @@ class Pipeline:
             elif isinstance(event, FeedbackEvent):
                 self._metrics.feedback_consumed.labels(model=event.model, version=event.version).inc()
                 self._feedback(message, model, event, decoded.batch)
+            elif self._done_until and self._published_before(event.key, message, index):
+                continue
             else:
+                self._check_variant(event)
                 closed += self._add(message, index, model, event, decoded.batch)
         return closed
+
+    def _check_variant(self, event: InferenceEvent) -> None:
+        """Count (and log, rate-limited) an event whose ``variant`` attribute disagrees with its version's configured
+        variant; it is processed all the same: the version decides which windows it joins."""
+        reason = self._variants.mismatch(event)
+        if reason is None:
+            return
+        self._metrics.variant_mismatches.labels(model=event.model, version=event.version, reason=reason).inc()
+        self._bad.warning(f"variant:{event.key}:{reason}",
+                          f"{event.key} event {event.request_id!r} says variant "
+                          f"{event.attributes.get('variant')!r}, but {event.key} is configured as variant "
+                          f"{self._variants.variant(event.key)!r} ({reason}); processed as {event.key}")
 
     def _unknown(self, message: Message, event: InferenceEvent | FeedbackEvent, batch: bool) -> None:
         """An event of no configured model/version: dead-lettered; a version of a configured model without a
@@ -260,9 +386,10 @@ class Pipeline:
             joined = self._joins.add_inference(event.key, event.request_id, event.time, None)
             if joined is not None:
                 self._joined(model, None, None, joined.accepted)
+        payload = None if event.payload is None else msgspec.json.encode(event.payload)  # sampled ones only
         window = self._windows.add(event.key, model.layout, values,
                                    (message.topic, message.partition, message.offset, index), event.time,
-                                   self._clock())
+                                   self._clock(), payload)
         if window is None:
             return 0
         self._evaluate(window)
@@ -310,11 +437,18 @@ class Pipeline:
     # -- windows ---------------------------------------------------------------------------------------
     def _evaluate(self, window: ClosedWindow) -> None:
         model = self._models[window.key]
+        if self._published.pop(window.window_id, None) is not None:
+            name, version = window.key.rsplit("/", 1)
+            self._metrics.windows_replayed.labels(model=name, version=version).inc()
+            log.info("window %s #%d was read again; its result was published before: not again",
+                     window.window_id, window.index)
+            return
         # what labelled quality is about to consume, for the alert hooks (a report's quality section)
         labels = model.joined_labels() if self._alerting.hooks else None
         started = time.perf_counter()
-        result = model.evaluate(window)
+        result = model.evaluate(window, self._variants.peer_window(window.key))
         self._metrics.window_seconds.observe(time.perf_counter() - started)
+        self._variants.closed(window)  # after its own evaluation: what a version compared with it reads next
         for failure in result.failures:
             self._bad.warning(f"detector:{failure.detector}", f"detector {failure.detector} failed on window "
                                                               f"{result.window_id}: {failure.error}")
@@ -322,9 +456,11 @@ class Pipeline:
         export_result(self._metrics, result, model.profile.class_labels)
         log.info("window %s #%d: %d events; %s", result.window_id, result.index, result.n_events,
                  "; ".join(f"{f.detector}: {f.summary}" for f in found if f.drifted) or "nothing found")
+        carried = msgspec.json.encode({"index": result.index, "detectors": model.state(),
+                                       "ends": [[t, p, o, e] for (t, p), (o, e) in window.last_positions.items()]})
         self._producer.send(self.config.topics.results, msgspec.json.encode(result, enc_hook=plain),
                             window.key.encode(),
-                            [("content-type", b"application/json")])
+                            [("content-type", b"application/json"), (STATE_HEADER, carried)])
         if self._on_result is not None:
             self._on_result(result)
         observe = partial(Observation, model=result.model, version=result.version, window=result.index,

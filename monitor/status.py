@@ -27,13 +27,16 @@ VERDICTS = ("failed", "drift", "insufficient", "ok")
 @dataclass(frozen=True)
 class WatchedModelInfo:
     """A configured model as the page names it: ``training_run`` as configured (a URI or free text), and
-    ``training_run_url`` the run's page when known (:func:`monitor.runs.run_url`), which the name links to."""
+    ``training_run_url`` the run's page when known (:func:`monitor.runs.run_url`), which the name links to;
+    ``variant`` (A/B, canary) and ``compare_with``, the peer version its windows are compared with, when set."""
 
     model: str
     version: str
     profile: str
     training_run: str | None = None
     training_run_url: str = ""
+    variant: str | None = None
+    compare_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,12 @@ def render_status(models: Sequence[WatchedModelInfo], rows: dict[tuple[str, str]
             if _safe_url(url):
                 heading += f' <a class="small" href="{e(url)}">dashboard</a>'
         run = f"training run {_run_link(m)}" if m.training_run or m.training_run_url else "no training run recorded"
+        if m.variant is not None:
+            heading += f' <span class="variant">{e(m.variant)}</span>'
+        variant = "" if m.compare_with is None else \
+            f" · compared with <b>{e(m.model)}/{e(m.compare_with)}</b> (variant_comparison)"
         parts.append(f"<section><h2>{heading}</h2><p>{counts.get(key, 0)} window(s) closed · profile "
-                     f"<code>{e(m.profile)}</code> · {run}</p>")
+                     f"<code>{e(m.profile)}</code> · {run}{variant}</p>")
         if not model_rows:
             parts.append("<p class=\"quiet\">No window has closed yet.</p></section>")
             continue
@@ -209,5 +216,6 @@ table{border-collapse:collapse;background:#fff;font-size:13px}th,td{border:1px s
 text-align:left;vertical-align:top}th{background:#eef1f5}td.drift,tr.critical td:first-child{background:#fbd5d5}
 td.ok{background:#dcf3e2}td.insufficient{background:#f1f1f1;color:#777}td.failed{background:#ffe7b3}
 tr.warning td:first-child{background:#fff0c2}a.small{font-size:.8em;font-weight:normal}
+.variant{font-size:.75em;font-weight:normal;background:#e3ebfb;border-radius:3px;padding:1px 5px}
 </style></head><body>
 """

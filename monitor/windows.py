@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Raw payloads a window keeps (those the collectors sampled, encoded; the window's first ones within both caps).
+MAX_PAYLOADS = 64
+MAX_PAYLOAD_BYTES = 1 << 20
+
 Position = tuple[str, int, int, int]
 """(topic, partition, offset, index of the event among the record's valid events)."""
 TopicPartition = tuple[str, int]
@@ -55,6 +59,9 @@ class _Open:
     first_time: float = float("inf")
     last_time: float = float("-inf")
     first_positions: dict[TopicPartition, Resume] = field(default_factory=dict)
+    last_positions: dict[TopicPartition, Resume] = field(default_factory=dict)
+    payloads: list[tuple[int, bytes]] = field(default_factory=list)
+    payload_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class ClosedWindow:
     first_time: float
     last_time: float
     reason: str  # "full", "timeout", "shutdown" or "offline"
+    #: (row, encoded payload) of raw payloads its events carried, in row order, within :data:`MAX_PAYLOADS` and
+    #: :data:`MAX_PAYLOAD_BYTES`
+    payloads: tuple[tuple[int, bytes], ...] = ()
+    #: (offset, index in the record) of its last event in each partition it read from
+    last_positions: Mapping[TopicPartition, Resume] = field(default_factory=dict)
 
     @property
     def features(self) -> np.ndarray:
@@ -100,20 +112,28 @@ class Windows:
         self.min_samples = min_samples
         self._open: dict[str, _Open] = {}
         self._next_index: dict[str, int] = {}
+        self._known: dict[str, int] = {}  # window id -> index of windows closed by an earlier process
 
     def add(self, key: str, layout: Layout, values: Values, position: Position, event_time: float,
-            now: float) -> ClosedWindow | None:
-        """Append one event's values (missing names keep the column's fill); return the window if it is full."""
+            now: float, payload: bytes | None = None) -> ClosedWindow | None:
+        """Append one event's values (missing names keep the column's fill) and its encoded raw payload, if it
+        carried one and the window's payloads stay within :data:`MAX_PAYLOADS` and :data:`MAX_PAYLOAD_BYTES`
+        (else it is not kept); return the window if it is full."""
         w = self._open.get(key)
         if w is None:
             w = self._start(key, layout, position, now)
         for name, value in values.items():
             if value is not None:
                 w.columns[name][w.n] = value
+        if payload is not None and len(w.payloads) < MAX_PAYLOADS and \
+                w.payload_bytes + len(payload) <= MAX_PAYLOAD_BYTES:
+            w.payloads.append((w.n, payload))
+            w.payload_bytes += len(payload)
         w.n += 1
         w.first_time = min(w.first_time, event_time)
         w.last_time = max(w.last_time, event_time)
         w.first_positions.setdefault((position[0], position[1]), (position[2], position[3]))
+        w.last_positions[(position[0], position[1])] = (position[2], position[3])
         return self._close(key, "full") if w.n >= w.size else None
 
     def expired(self, now: float) -> list[ClosedWindow]:
@@ -143,15 +163,29 @@ class Windows:
                     safe[tp] = min(safe[tp], first)
         return safe
 
+    def resume(self, next_index: Mapping[str, int], known: Mapping[str, int]) -> None:
+        """Go on from where another process left off: per key, the index of its next new window (raised, never
+        lowered); ``known`` maps the ids of windows that process closed to their indices, so that a window read
+        again (the same first event: the same id) gets its index back. Replaces what an earlier call knew."""
+        for key, index in next_index.items():
+            self._next_index[key] = max(self._next_index.get(key, 0), index)
+        self._known = dict(known)
+
+    def next_index(self, key: str) -> int:
+        """The index the next new window of ``key`` gets."""
+        return self._next_index.get(key, 0)
+
     @property
     def open_events(self) -> int:
         return sum(w.n for w in self._open.values())
 
     def _start(self, key: str, layout: Layout, position: Position, now: float) -> _Open:
-        index = self._next_index.get(key, 0)
-        self._next_index[key] = index + 1
         topic, partition, offset, event = position
         window_id = f"{key}@{topic}-{partition}:{offset}" + (f"+{event}" if event else "")
+        index = self._known.pop(window_id, None)
+        if index is None:
+            index = self._next_index.get(key, 0)
+            self._next_index[key] = index + 1
         size = self.sizes.get(key, self.size)
         columns: dict[str, np.ndarray] = {
             name: np.full(size if c.width is None else (size, c.width), c.fill, dtype=c.dtype)
@@ -165,4 +199,5 @@ class Windows:
         # The buffers belong to this window alone (a new window allocates its own): slices, no copies.
         return ClosedWindow(key=w.key, index=w.index, window_id=w.window_id, n=w.n,
                             columns={name: values[: w.n] for name, values in w.columns.items()},
-                            first_time=w.first_time, last_time=w.last_time, reason=reason)
+                            first_time=w.first_time, last_time=w.last_time, reason=reason,
+                            payloads=tuple(w.payloads), last_positions=dict(w.last_positions))

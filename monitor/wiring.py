@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 
@@ -31,7 +32,7 @@ from monitor.alerts import (
     StateStore,
     build_channels,
 )
-from monitor.config import Config
+from monitor.config import Config, variant_peers
 from monitor.errors import ProfileError
 from monitor.evaluation import WindowResult
 from monitor.metrics import DaemonMetrics, daemon_metrics
@@ -40,7 +41,17 @@ from monitor.profiles import Profile, load_profile
 from monitor.reports import ReportHook
 from monitor.runs import run_url
 from monitor.status import StatusBoard, WatchedModelInfo
-from monitor.transport import Consumer, KafkaTransport, MemoryBus, Producer, Transport, ensure_topics, wait_until_ready
+from monitor.transport import (
+    ConfluentTransport,
+    Consumer,
+    KafkaTransport,
+    MemoryBus,
+    Producer,
+    Transport,
+    ensure_topics,
+    read_tail,
+    wait_until_ready,
+)
 
 __all__ = ["Wiring", "build_pipeline", "build_transport", "load_profiles"]
 
@@ -67,17 +78,30 @@ def load_profiles(config: Config) -> dict[str, Profile]:
 
 
 def build_transport(config: Config, registry: CollectorRegistry | None = None) -> Transport:
-    """The in-process bus without ``kafka:``; else a Kafka client, once the cluster answers (topics created
-    when ``kafka.create_topics``)."""
+    """The in-process bus without ``kafka:``; else a Kafka transport on ``kafka.client``'s library, once the
+    cluster answers (topics created when ``kafka.create_topics``)."""
     if config.kafka is None:
         return MemoryBus()
     k = config.kafka
+    # Made first (it connects nothing yet), so that a missing confluent-kafka fails before the wait for the broker.
+    session_ms, heartbeat_ms = int(k.session_timeout_s * 1000), int(k.session_timeout_s * 1000 / 4)
+    if k.client == "confluent":
+        membership: dict[str, object] = {"session.timeout.ms": session_ms, "heartbeat.interval.ms": heartbeat_ms}
+        if k.instance_id is not None:
+            membership["group.instance.id"] = k.instance_id
+        transport: Transport = ConfluentTransport(k.bootstrap, client_id=k.client_id, registry=registry,
+                                                  extra_consumer=membership)
+    else:
+        membership = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": heartbeat_ms}
+        if k.instance_id is not None:
+            membership["group_instance_id"] = k.instance_id
+        transport = KafkaTransport(k.bootstrap, client_id=k.client_id, registry=registry, extra_consumer=membership)
     wait_until_ready(k.bootstrap, timeout_s=KAFKA_READY_TIMEOUT_S)
     if k.create_topics:
         t = config.topics
         ensure_topics(k.bootstrap, {t.events: k.partitions, t.feedback: k.partitions, t.results: k.partitions,
                                     t.deadletter: 1})
-    return KafkaTransport(k.bootstrap, client_id=k.client_id, registry=registry)
+    return transport
 
 
 @dataclass(frozen=True)
@@ -218,7 +242,9 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
             from monitor.runs.samples import RunSampleHook
             hooks.append(RunSampleHook.from_config(config, profiles, registry))
         alerting = build_alerting(config, registry, producer, channels, hooks)
-        status = StatusBoard([_model_info(m.name, m.version, m.profile, m.training_run, profiles.get(m.key))
+        peers = variant_peers(config.models)
+        status = StatusBoard([_model_info(m.name, m.version, m.profile, m.training_run, profiles.get(m.key),
+                                          m.variant, peers.get(m.key))
                               for m in config.models],
                              firing=lambda: alerting.rules.firing if alerting is not None else (),
                              dashboard_url=config.alerts.dashboard_url)
@@ -228,7 +254,10 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
             if on_result is not None:
                 on_result(result)
 
-        pipeline = Pipeline(config, profiles, consumer, producer, metrics, alerting=alerting, on_result=on_window)
+        tail = None if config.kafka is None else \
+            partial(read_tail, config.kafka.bootstrap, config.topics.results, config.kafka.resume_lookback)
+        pipeline = Pipeline(config, profiles, consumer, producer, metrics, alerting=alerting, on_result=on_window,
+                            results_tail=tail)
     except BaseException:  # nothing half-built is left running
         if alerting is not None:
             alerting.close(timeout_s=0)
@@ -244,7 +273,8 @@ def build_pipeline(config: Config, profiles: Mapping[str, Profile] | None = None
 
 
 def _model_info(model: str, version: str, profile_path: str, training_run: str | None,
-                profile: Profile | None) -> WatchedModelInfo:
+                profile: Profile | None, variant: str | None = None, peer: str | None = None) -> WatchedModelInfo:
     run = training_run or (None if profile is None else profile.training_run)
     return WatchedModelInfo(model, version, profile_path, run,
-                            run_url(run, None if profile is None else profile.training_run_info))
+                            run_url(run, None if profile is None else profile.training_run_info), variant,
+                            None if peer is None else peer.rsplit("/", 1)[1])

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-NEEDS_KAFKA = {"producer_throughput"}
+NEEDS_KAFKA = {"producer_throughput", "transport_clients"}
 BENCHMARKS = [pytest.param(p, id=p.stem, marks=[pytest.mark.kafka] if p.stem in NEEDS_KAFKA else [])
               for p in sorted((ROOT / "benchmarks").glob("*.py"))]
 

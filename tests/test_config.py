@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from monitor.config import load_config, load_config_text
 from monitor.errors import ConfigError
+from monitor.transport import ConfluentTransport
 
 MINIMAL = "models:\n  - {name: digits, version: 1, profile: digits.profile.npz}\n"
 
@@ -69,3 +71,25 @@ def test_a_grafana_section_with_defaults() -> None:
 def test_bad_grafana_config_names_the_key(section: str, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_config_text(MINIMAL + "grafana: " + section)
+
+
+def test_kafka_client_defaults_to_kafka_python_and_takes_confluent() -> None:
+    kafka = load_config_text(MINIMAL + "kafka: {bootstrap: 'h:9092'}").kafka
+    assert kafka is not None and kafka.client == "kafka-python"
+    pytest.importorskip("confluent_kafka", reason="the confluent backend needs inferwatch[confluent]")
+    chosen = load_config_text(MINIMAL + "kafka: {bootstrap: 'h:9092', client: confluent}").kafka
+    assert chosen is not None and chosen.client == "confluent"
+
+
+def test_an_unknown_kafka_client_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"'librdkafka' at kafka\.client$"):
+        load_config_text(MINIMAL + "kafka: {bootstrap: 'h:9092', client: librdkafka}")
+
+
+def test_kafka_client_confluent_without_the_package_fails_with_the_install_hint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # what an import finds when it is not installed
+    with pytest.raises(ConfigError, match=r"kafka\.client is confluent .*pip install 'inferwatch\[confluent\]'"):
+        load_config_text(MINIMAL + "kafka: {bootstrap: 'h:9092', client: confluent}")
+    with pytest.raises(ConfigError, match=r"kafka\.client: confluent .*pip install 'inferwatch\[confluent\]'"):
+        ConfluentTransport("h:9092")  # made directly, it says the same

@@ -1,10 +1,14 @@
-"""`inferwatch demo`: no alert before the injection, an alert within two windows after it."""
+"""`inferwatch demo`: no alert before the injection, an alert within two windows after it; the trainers' runs in
+the demo's local MLflow store (and W&B offline runs), linked from the alerts and holding the alerting windows."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -52,6 +56,51 @@ def test_embedded_demo_with_noise_sends_its_alerts_to_a_signed_webhook_from_aler
     assert [(a["status"], a["window"]) for a in received] == [
         (a["status"], a["window"]) for a in report["alerts"]]  # type: ignore[union-attr]
     check_out(out, received)
+    run, alerts = report["run"], report["alerts"]
+    assert isinstance(run, dict) and isinstance(alerts, list)
+    assert Path(urllib.parse.urlsplit(run["uri"]).path).is_relative_to(out / "runs")  # --out keeps the runs
+    saved = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    check_run(run, saved, "digits-cnn", data=("train.npz", "validation.npz"),
+              params={"seed": "7", "epochs": "25", "lr": "0.003", "train_rows": "935"},
+              metrics=("train_accuracy", "validation_accuracy", "test_accuracy"), features=7)
+    assert [a["links"] for a in alerts] == [a["links"] for a in saved]  # the --json report links them too
+
+
+def check_run(run: Mapping[str, str | None], alerts: list[dict[str, object]], model: str, data: tuple[str, ...],
+              params: Mapping[str, str], metrics: tuple[str, ...], features: int) -> None:
+    """The trainer's run is in the local MLflow store, found by its URI alone, with its params, metrics, data and
+    the profile built from it; every firing alert links the run and its window's sample, which the run holds
+    under inferwatch/windows/; with wandb installed, the W&B offline run holds the same config and summary."""
+    import numpy as np
+
+    from monitor.reports import report_name
+    from monitor.runs import resolve_run
+
+    uri, url = run["uri"], run["url"]
+    assert uri is not None and uri.startswith("mlflow+sqlite:///") and url is not None
+    recorded = resolve_run(uri)
+    assert (recorded.uri, recorded.url, recorded.source) == (uri, url, "mlflow")
+    assert params.items() <= recorded.params.items() and set(metrics) <= set(recorded.metrics)
+    assert {*data, f"{model}.profile.npz"} <= set(recorded.artifacts)
+    folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))  # the run's artifact folder
+    firing = [a for a in alerts if a["status"] == "firing"]
+    assert firing
+    for alert in firing:
+        links = alert["links"]
+        assert isinstance(links, dict) and links["training_run"] == url and alert["training_run"] == uri
+        name = f"{report_name(str(alert['window_id']))}.npz"
+        assert links["window_sample"] == f"{url}/inferwatch/windows/{name}"
+        assert f"inferwatch/windows/{name}" in recorded.artifacts
+        with np.load(folder / "inferwatch" / "windows" / name) as sample:
+            assert sample["features"].shape[1] == features and 0 < len(sample["predictions"]) <= 2000
+    if importlib.util.find_spec("wandb") is None:
+        assert run["wandb_dir"] is None
+        return
+    assert run["wandb_dir"] is not None and Path(run["wandb_dir"]).is_dir()
+    offline = resolve_run(run["wandb_dir"])
+    assert offline.source == "wandb-offline" and offline.params == recorded.params
+    assert offline.metrics == pytest.approx(recorded.metrics)
+    assert set(data) <= set(offline.artifacts)
 
 
 def check_out(out: Path, received: list[dict[str, object]]) -> None:
@@ -84,18 +133,23 @@ def test_demo_refuses_a_bad_alerts_config_naming_the_key(tmp_path: Path) -> None
 
 
 @pytest.mark.kafka
-def test_kafka_demo_with_a_class_mix_shift(kafka_bootstrap: str) -> None:
-    report = run_demo("--model", "cnn", "--kafka", kafka_bootstrap, "--drift", "classmix")
+def test_kafka_demo_with_a_class_mix_shift(kafka_bootstrap: str, tmp_path: Path) -> None:
+    report = run_demo("--model", "cnn", "--kafka", kafka_bootstrap, "--drift", "classmix",
+                      "--runs-dir", str(tmp_path / "runs"))
     check(report)
     assert report["transport"] == "kafka"
+    run = report["run"]
+    assert isinstance(run, dict) and run["uri"].startswith(f"mlflow+sqlite://{tmp_path / 'runs' / 'mlflow.db'}/")
     assert any(a["detector"] == "prediction_drift" for a in report["alerts"])  # type: ignore[union-attr]
 
 
 def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift(tmp_path: Path) -> None:
     from monitor.demo import run_llm_demo
     from monitor.demo.output import DemoOutput
+    from monitor.demo.runs import RunStore
 
-    report = run_llm_demo(windows=6, window_size=30, seed=11, out=DemoOutput(tmp_path))
+    report = run_llm_demo(windows=6, window_size=30, seed=11, out=DemoOutput(tmp_path),
+                          runs=RunStore(tmp_path / "runs"))
     assert report.captured >= 0.97 * 6 * 30  # the sidecar captured (nearly) every completion
     firing = [a for a in report.alerts if a["status"] == "firing"]
     assert firing, "no LLM alert after prompts moved to another domain"
@@ -107,3 +161,6 @@ def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift(tmp_path: Pa
     assert saved and all(a["links"]["report"] == "" for a in saved)
     annotations = [json.loads(p.read_text()) for p in (tmp_path / "grafana").glob("*-annotation-*.json")]
     assert len(annotations) == len(saved) and {a["dashboardUID"] for a in annotations} == {"inferwatch-generator"}
+    assert report.run is not None
+    check_run(vars(report.run), saved, "charlm", data=("reference.npz",), params={"seed": "11", "n_layer": "2"},
+              metrics=("train_loss", "val_loss"), features=0)

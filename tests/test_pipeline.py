@@ -64,7 +64,7 @@ def make_pipeline(s: Setup, registry: CollectorRegistry, channel: MemoryChannel,
                     on_result=results.append)
 
 
-def drive(pipeline: Pipeline, until: int, timeout_s: float = 30.0) -> None:
+def drive(pipeline: Pipeline, until: int, timeout_s: float = 120.0) -> None:
     """Step the pipeline until it has consumed ``until`` records."""
     deadline = time.monotonic() + timeout_s
     while pipeline.messages < until:
@@ -315,3 +315,9 @@ def test_a_restart_while_an_alert_fires_neither_resends_it_nor_forgets_to_resolv
     assert [r.drift.drifted for r in second] == [True, True, False, False]
     assert [(a.status, a.fingerprint, a.started_at) for a in after.alerts] == [
         ("resolved", before.alerts[0].fingerprint, before.alerts[0].started_at)]
+
+
+def test_the_pipeline_is_ready_only_once_its_partitions_are_assigned(setup: Setup) -> None:
+    pipeline = make_pipeline(setup, CollectorRegistry(), MemoryChannel(), [])
+    assert not pipeline.assigned  # /readyz answers 503 until the group has given this member its partitions
+    wait_until(lambda: pipeline.step(0.2) >= 0 and pipeline.assigned, "the first assignment")

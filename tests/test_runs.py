@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def test_every_scheme_parses_into_its_parts(tmp_path: Path) -> None:
     assert (ref.scheme, ref.tracking_uri, ref.run_id) == ("mlflow", "https://mlflow.example/prefix", "0123abcd")
     ref = parse_run_uri("runs:/0123abcd", tracking_uri="http://127.0.0.1:5000/")
     assert (ref.scheme, ref.tracking_uri, ref.run_id) == ("mlflow", "http://127.0.0.1:5000", "0123abcd")
+    store = tmp_path / "demo runs" / "mlflow.db"  # a space, percent-encoded in the URI
+    ref = parse_run_uri(f"mlflow+sqlite://{store.as_uri().removeprefix('file://')}/0123abcd")
+    assert (ref.scheme, ref.tracking_uri, ref.run_id, ref.path) == ("mlflow", f"sqlite:///{store}", "0123abcd", store)
+    ref = parse_run_uri("runs:/0123abcd", tracking_uri=f"sqlite:///{store}")
+    assert (ref.scheme, ref.tracking_uri, ref.run_id, ref.path) == ("mlflow", f"sqlite:///{store}", "0123abcd", store)
     ref = parse_run_uri("wandb://acme/digits/1x2y3z4w")
     assert (ref.scheme, ref.entity, ref.project, ref.run_id) == ("wandb", "acme", "digits", "1x2y3z4w")
     ref = parse_run_uri("https://mlflow.example/#/experiments/1/runs/0123abcd")
@@ -50,7 +56,13 @@ def test_every_scheme_parses_into_its_parts(tmp_path: Path) -> None:
     ("mlflow://127.0.0.1:5000/a b", None, "the MLflow run id 'a b' is missing or has characters"),
     ("runs:/0123abcd", None, "run URI 'runs:/0123abcd': runs:/ needs the MLflow tracking URI"),
     ("runs:/0123abcd/model/data", "http://h:5000", "a run URI names a run, not an artifact inside it"),
-    ("runs:/0123abcd", "sqlite:///mlflow.db", "the tracking URI 'sqlite:///mlflow.db' is not an http(s) MLflow"),
+    ("runs:/0123abcd", "sqlite:///mlflow.db", "the tracking URI 'sqlite:///mlflow.db' is neither an http(s) MLflow "
+                                              "tracking server nor a sqlite store named by its absolute path"),
+    ("mlflow+sqlite://runs/mlflow.db/0123abcd", None, "a local MLflow store is named by its absolute path, after "
+                                                      "three slashes, not by 'runs'; e.g. mlflow+sqlite:///"),
+    ("mlflow+sqlite:///0123abcd", None, "no database file before the run id; e.g. mlflow+sqlite:///data/"),
+    ("mlflow+sqlite:///data/mlflow.db/", None, "the MLflow run id '' is missing or has characters a run id cannot "
+                                              "have; e.g. mlflow+sqlite:///data/runs/mlflow.db/"),
     ("wandb://acme/digits", None, "run URI 'wandb://acme/digits': a W&B run is ENTITY/PROJECT/RUN_ID, three "
                                   "non-empty parts, not 'acme/digits'"),
     ("wandb://acme//x", None, "three non-empty parts, not 'acme//x'; e.g. wandb://acme/digits/1x2y3z4w"),
@@ -290,3 +302,64 @@ def test_an_unreachable_mlflow_server_is_an_error_naming_the_uri(monkeypatch: py
                                        r"http://127.0.0.1:\d+: .*(Connection refused|Max retries)"):
         resolve_run(uri, timeout_s=5)
     assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == before  # the bound is only for the call
+
+
+# ---- a local MLflow store (sqlite, no server) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def local_run(tmp_path: Path) -> tuple[Path, str, Path]:
+    """A finished run in a local MLflow store (``mlflow.db`` and ``artifacts/``, as the demo keeps them) with
+    params, metrics and a data artifact ``data/train.npz``: the database, the run id and the data file."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.create_experiment("digits", artifact_location=(db.parent / "artifacts").as_uri())
+    run = client.create_run(experiment, run_name="cnn-baseline")
+    client.log_param(run.info.run_id, "lr", "0.01")
+    client.log_metric(run.info.run_id, "accuracy", 0.91, step=0)
+    client.log_metric(run.info.run_id, "accuracy", 0.93, step=1)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(100, 4)))
+    client.log_artifact(run.info.run_id, str(data), "data")
+    client.set_terminated(run.info.run_id)
+    return db, run.info.run_id, data
+
+
+@pytest.mark.slow
+def test_a_local_mlflow_store_round_trip(local_run: tuple[Path, str, Path], tmp_path: Path) -> None:
+    db, run_id, data = local_run
+    uri = f"mlflow+sqlite://{db}/{run_id}"
+    run = resolve_run(uri)
+    assert (run.uri, run.source, run.id, run.name) == (uri, "mlflow", run_id, "cnn-baseline")
+    assert (run.params, run.metrics, run.artifacts) == ({"lr": "0.01"}, {"accuracy": 0.93}, ("data/train.npz",))
+    folder = db.parent / "artifacts" / run_id / "artifacts"  # MLflow's layout under the experiment's location
+    assert run.url == folder.as_uri()  # no web page: the artifact folder
+    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in run.note
+    assert resolve_run(f"runs:/{run_id}", tracking_uri=f"sqlite:///{db}") == run  # found again by its uri
+
+    got = download_artifact(run, "data/train.npz", tmp_path / "dl")
+    assert got == tmp_path / "dl" / "train.npz" and got.read_bytes() == data.read_bytes()
+    profile = tmp_path / "digits.profile.npz"
+    profile.write_bytes(b"a profile")
+    assert log_artifact(run, profile, "inferwatch") == f"runs:/{run_id}/inferwatch/digits.profile.npz"
+    assert (folder / "inferwatch" / "digits.profile.npz").read_bytes() == b"a profile"
+    assert resolve_run(uri).artifacts == ("data/train.npz", "inferwatch/digits.profile.npz")
+
+    missing = f"mlflow+sqlite://{db}/{'f' * 32}"
+    with pytest.raises(RunError, match=rf"run '{re.escape(missing)}': the MLflow store sqlite:///{db} has no run 'f+'"):
+        resolve_run(missing)
+    (tmp_path / "other.db").write_bytes(b"not a database, but a file of the right name" * 100)
+    with pytest.raises(RunError, match=rf"run '.*/other.db/{run_id}': cannot open the MLflow store .*other.db: "):
+        resolve_run(f"mlflow+sqlite://{tmp_path}/other.db/{run_id}")
+
+
+def test_a_local_store_that_is_not_there_is_an_error_naming_the_uri(tmp_path: Path) -> None:
+    uri = f"mlflow+sqlite://{tmp_path}/mlflow.db/0123abcd"
+    with pytest.raises(RunError, match=rf"run '{re.escape(uri)}': there is no MLflow store at {tmp_path}/mlflow.db "
+                                       r"\(no such file\); name the store's database file, e.g. mlflow\+sqlite:///"):
+        resolve_run(uri)
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow would have made an empty store there

@@ -1,7 +1,9 @@
-"""The same contract tests against the in-process bus and a real Kafka broker, plus specifics of each."""
+"""The same contract tests against the in-process bus and a real Kafka broker through each Kafka client library
+(kafka-python and confluent-kafka), plus specifics of each."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -14,8 +16,10 @@ import pytest
 from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
+from monitor.config import Config, KafkaConfig
 from monitor.errors import CommitRejected, TransportError
 from monitor.transport import (
+    ConfluentTransport,
     Consumer,
     KafkaTransport,
     MemoryBus,
@@ -23,11 +27,15 @@ from monitor.transport import (
     Producer,
     Transport,
     ensure_topics,
+    read_tail,
 )
 from monitor.transport.kafka import wait_until_ready
+from monitor.wiring import build_transport
 from tests.support import DEADLINE_S, free_port, wait_until
 
 PARTITIONS = 3
+#: The Kafka backends (``kafka.client`` in the config); every Kafka test here runs once with each.
+KAFKA_CLIENTS = ("kafka-python", "confluent")
 
 
 class KafkaBroker(Protocol):
@@ -50,7 +58,22 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def kafka_transport(client: str, bootstrap: str, registry: CollectorRegistry | None = None,
+                    **options: int) -> KafkaTransport | ConfluentTransport:
+    """The transport of ``client`` (a ``kafka.client`` value), with the same settings for either library."""
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka", reason="the confluent backend needs inferwatch[confluent]")
+        return ConfluentTransport(bootstrap, client_id="inferwatch-test", registry=registry, **options)
+    return KafkaTransport(bootstrap, client_id="inferwatch-test", registry=registry, **options)
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Each Kafka backend in turn."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["memory", *(pytest.param(c, marks=pytest.mark.kafka) for c in KAFKA_CLIENTS)])
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     transport: Transport
     if request.param == "memory":
@@ -61,7 +84,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
     else:
         bootstrap: str = request.getfixturevalue("kafka_bootstrap")
-        transport = KafkaTransport(bootstrap, client_id="inferwatch-test")
+        transport = kafka_transport(request.param, bootstrap)
 
         def new_topic() -> str:
             name = _name("t")
@@ -193,6 +216,57 @@ def test_two_groups_each_see_all_records(harness: Harness) -> None:
     expected = {b"%d" % i for i in range(50)}
     assert {m.value for m in drain(a, 50)} == expected
     assert {m.value for m in drain(b, 50)} == expected
+
+
+def test_poll_returns_batches_of_at_most_max_records_in_partition_then_offset_order(harness: Harness) -> None:
+    topic = harness.new_topic()
+    send_all(harness.transport.producer(), topic, [(b"k%d" % (i % 6), b"%d" % i) for i in range(200)])
+    consumer = harness.transport.consumer([topic], _name("g"))
+    got: list[Message] = []
+    sizes: list[int] = []
+    end = time.monotonic() + DEADLINE_S
+    while len(got) < 200 and time.monotonic() < end:
+        batch = consumer.poll(0.5, max_records=32)
+        assert [(m.partition, m.offset) for m in batch] == sorted((m.partition, m.offset) for m in batch)
+        got.extend(batch)
+        sizes.append(len(batch))
+    assert sorted(int(m.value) for m in got) == list(range(200))
+    assert max(sizes) <= 32 and max(sizes) > 1  # batches of what is ready, bounded; not one record per poll
+    for partition in {m.partition for m in got}:
+        offsets = [m.offset for m in got if m.partition == partition]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+
+
+def test_lag_is_what_is_left_of_each_partition_after_the_last_poll(harness: Harness) -> None:
+    topic = harness.new_topic()
+    send_all(harness.transport.producer(), topic, [(b"one-key", b"%d" % i) for i in range(30)])
+    consumer = harness.transport.consumer([topic], _name("g"))
+    got: list[Message] = []
+    end = time.monotonic() + DEADLINE_S
+    while len(got) < 10 and time.monotonic() < end:
+        got.extend(consumer.poll(0.5, max_records=10 - len(got)))
+    assert len(got) == 10
+    tp = (topic, got[0].partition)  # one key: every record is in this partition
+    lag = consumer.lag()
+    assert lag[tp] == 20
+    assert all(records == 0 for other, records in lag.items() if other != tp)  # the empty partitions
+    drain(consumer, 20)
+    assert consumer.lag()[tp] == 0
+
+
+def test_rewind_reads_again_from_the_committed_offset_or_the_start(harness: Harness) -> None:
+    topic = harness.new_topic()
+    send_all(harness.transport.producer(), topic, [(b"one-key", b"%d" % i) for i in range(20)])
+    consumer = harness.transport.consumer([topic], _name("g"))
+    first = drain(consumer, 20)
+    partition = first[0].partition
+    assert [m.offset for m in first] == list(range(20))
+    consumer.rewind()  # nothing committed: from the earliest record
+    assert [m.offset for m in drain(consumer, 20)] == list(range(20))
+    consumer.commit({(topic, partition): 5})
+    consumer.rewind()
+    assert [m.offset for m in drain(consumer, 15)] == list(range(5, 20))
+    assert consumer.poll(0.5) == []
 
 
 def test_poll_without_data_returns_empty_after_timeout(harness: Harness) -> None:
@@ -327,6 +401,18 @@ def test_wait_until_ready_names_unreachable_address_and_its_timeout() -> None:
         wait_until_ready(address, timeout_s=1.0)
 
 
+def test_clients_for_an_unreachable_broker_fail_naming_it(kafka_client: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    transport = kafka_transport(kafka_client, address, request_timeout_ms=1000)
+    try:
+        with pytest.raises(TransportError, match=address):
+            transport.producer()
+        with pytest.raises(TransportError, match=address):
+            transport.consumer(["t"], "g")
+    finally:
+        transport.close()
+
+
 @pytest.mark.kafka
 def test_wait_until_ready_and_ensure_topics_idempotent(kafka_bootstrap: str) -> None:
     wait_until_ready(kafka_bootstrap, timeout_s=10)
@@ -344,11 +430,11 @@ def test_wait_until_ready_and_ensure_topics_idempotent(kafka_bootstrap: str) -> 
 
 
 @pytest.mark.kafka
-def test_broker_restart_keeps_data_offsets_and_address(kafka_broker: KafkaBroker) -> None:
+def test_broker_restart_keeps_data_offsets_and_address(kafka_broker: KafkaBroker, kafka_client: str) -> None:
     bootstrap = kafka_broker.bootstrap
     topic, group = _name("t"), _name("g")
     ensure_topics(bootstrap, {topic: 1})
-    transport = KafkaTransport(bootstrap, client_id="inferwatch-test")
+    transport = kafka_transport(kafka_client, bootstrap)
     try:
         producer = transport.producer()
         assert send_all(producer, topic, [(None, b"%d" % i) for i in range(4)]) == [None] * 4
@@ -366,9 +452,10 @@ def test_broker_restart_keeps_data_offsets_and_address(kafka_broker: KafkaBroker
 
 
 @pytest.mark.kafka
-def test_a_record_the_broker_refuses_does_not_end_the_producer(kafka_bootstrap: str) -> None:
+def test_a_record_the_broker_refuses_does_not_end_the_producer(kafka_bootstrap: str, kafka_client: str) -> None:
     """kafka-python turns a non-retriable produce error of an idempotent producer (here a record over the topic's
-    ``max.message.bytes``) into a fatal state that fails every later record; the transport replaces the client."""
+    ``max.message.bytes``) into a fatal state that fails every later record; the transport replaces the client.
+    librdkafka's idempotent producer fails that record only and goes on with the same client."""
     topic = _name("t")
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="inferwatch-test")
     try:
@@ -377,16 +464,117 @@ def test_a_record_the_broker_refuses_does_not_end_the_producer(kafka_bootstrap: 
     finally:
         admin.close()
     registry = CollectorRegistry()
-    transport = KafkaTransport(kafka_bootstrap, client_id="inferwatch-test", registry=registry)
+    transport = kafka_transport(kafka_client, kafka_bootstrap, registry=registry)
     try:
         producer = transport.producer()
         assert send_all(producer, topic, [(None, b"before")]) == [None]
         (refused,) = send_all(producer, topic, [(None, b"x" * 10_000)])
-        assert isinstance(refused, TransportError) and "MessageSizeTooLarge" in str(refused)
+        assert isinstance(refused, TransportError) and re.search(r"(?i)size.?too.?large", str(refused))
         assert send_all(producer, topic, [(None, b"after-%d" % i) for i in range(5)]) == [None] * 5
         assert registry.get_sample_value("inferwatch_transport_producer_rebuilds_total",
-                                         {"reason": "fatal_error"}) == 1
+                                         {"reason": "fatal_error"}) == (1 if kafka_client == "kafka-python" else 0)
         consumer = transport.consumer([topic], _name("g"))
         assert [m.value for m in drain(consumer, 6)] == [b"before"] + [b"after-%d" % i for i in range(5)]
     finally:
         transport.close()
+
+
+@pytest.mark.kafka
+def test_a_fatal_error_replaces_the_confluent_client(kafka_bootstrap: str) -> None:
+    """With librdkafka's gap-less guarantee on, a record the broker refuses is a fatal error that ends the client
+    (confluent-kafka raises it from poll/flush, not through error_cb): the transport replaces the client, the
+    refused record is reported failed exactly once, and the records after it are delivered."""
+    pytest.importorskip("confluent_kafka", reason="the confluent backend needs inferwatch[confluent]")
+    topic = _name("t")
+    ensure_topics(kafka_bootstrap, {topic: 1}, configs={topic: {"max.message.bytes": "2048"}})
+    registry = CollectorRegistry()
+    transport = ConfluentTransport(kafka_bootstrap, client_id="inferwatch-test", registry=registry,
+                                   extra_producer={"enable.gapless.guarantee": True})
+    try:
+        producer = transport.producer()
+        assert send_all(producer, topic, [(None, b"before")]) == [None]
+        (refused,) = send_all(producer, topic, [(None, b"x" * 10_000)])
+        # its own delivery report, or (when librdkafka ran the report while the fatal error was already set, so
+        # that the callback could not run) the replaced client's, which names the fatal error
+        assert isinstance(refused, TransportError) and ("SIZE_TOO_LARGE" in str(refused)
+                                                        or "Message size too large" in str(refused)), refused
+        after = wait_until(lambda: send_all(producer, topic, [(None, b"after")]) == [None],
+                           "a record delivered by the replaced client")  # a send may meet the 1 s rebuild interval
+        assert after and registry.get_sample_value("inferwatch_transport_producer_rebuilds_total",
+                                                   {"reason": "fatal_error"}) == 1
+        consumer = transport.consumer([topic], _name("g"))
+        assert [m.value for m in drain(consumer, 2)][:2] == [b"before", b"after"]
+    finally:
+        transport.close()
+
+
+@pytest.mark.kafka
+def test_kafka_client_in_the_config_picks_the_backend(kafka_bootstrap: str, kafka_client: str) -> None:
+    if kafka_client == "confluent":
+        pytest.importorskip("confluent_kafka", reason="the confluent backend needs inferwatch[confluent]")
+    config = Config(models=[], kafka=KafkaConfig(bootstrap=kafka_bootstrap, client=kafka_client))
+    transport = build_transport(config)
+    try:
+        assert type(transport) is {"kafka-python": KafkaTransport, "confluent": ConfluentTransport}[kafka_client]
+    finally:
+        transport.close()
+
+
+@pytest.mark.kafka
+def test_both_clients_put_a_key_on_the_same_partition(kafka_bootstrap: str) -> None:
+    """Collectors write with kafka-python, a detector may write with confluent: one model version's records must
+    share a partition whichever client wrote them (the Java client's murmur2 hashing)."""
+    topic = _name("keys")
+    ensure_topics(kafka_bootstrap, {topic: 8})
+    keys = [f"model-{i}/v{i % 3}".encode() for i in range(40)]
+    placed: dict[str, dict[bytes, int]] = {}
+    for client in KAFKA_CLIENTS:
+        transport = kafka_transport(client, kafka_bootstrap)
+        try:
+            producer = transport.producer()
+            for key in keys:
+                producer.send(topic, client.encode(), key=key)
+            producer.flush(DEADLINE_S)
+            consumer = transport.consumer([topic], _name("g"))
+            got = drain(consumer, len(keys) * (1 + len(placed)))
+            placed[client] = {m.key: m.partition for m in got if m.value == client.encode() and m.key is not None}
+        finally:
+            transport.close()
+    first, *others = placed.values()
+    assert len(first) == len(keys) and len(set(first.values())) > 1
+    assert all(other == first for other in others)
+
+
+@pytest.mark.kafka
+def test_read_tail_gives_the_last_records_of_every_partition(kafka_bootstrap: str) -> None:
+    topic = _name("tail")
+    ensure_topics(kafka_bootstrap, {topic: 3})
+    assert read_tail(kafka_bootstrap, _name("absent"), 5) == []  # a topic not there yet has no tail
+    transport = KafkaTransport(kafka_bootstrap)
+    try:
+        producer = transport.producer()
+        for i in range(30):
+            producer.send(topic, f"{i}".encode(), key=f"k{i % 7}".encode(), headers=[("n", f"{i}".encode())])
+        producer.flush(DEADLINE_S)
+        everything = drain(transport.consumer([topic], _name("g")), 30)
+    finally:
+        transport.close()
+    tail = read_tail(kafka_bootstrap, topic, 4)
+    expected = []
+    for partition in range(3):
+        mine = sorted((m for m in everything if m.partition == partition), key=lambda m: m.offset)
+        expected += [(m.partition, m.offset, m.value, m.headers) for m in mine[-4:]]
+    assert [(m.partition, m.offset, m.value, m.headers) for m in tail] == expected
+
+
+def test_memory_tail_gives_the_last_records_of_every_partition() -> None:
+    bus = MemoryBus(partitions=2)
+    producer = bus.producer()
+    for i in range(9):
+        producer.send("t", f"{i}".encode(), key=b"a" if i % 3 else b"b")
+    by_partition: dict[int, list[bytes]] = {}
+    for m in bus.tail("t", 100):
+        by_partition.setdefault(m.partition, []).append(m.value)
+    assert sorted(v for values in by_partition.values() for v in values) == [f"{i}".encode() for i in range(9)]
+    assert [m.value for m in bus.tail("t", 2)] == [v for p in sorted(by_partition) for v in by_partition[p][-2:]]
+    assert bus.tail("absent", 3) == []

@@ -63,3 +63,16 @@ def test_a_model_can_have_its_own_window_size_and_no_numeric_features() -> None:
     assert first is None and second is not None and second.n == 2
     assert second.features.shape == (2, 0)
     assert second.present("llm").tolist() == [[5.0, -1.0]]
+
+
+def test_a_window_read_again_gets_its_index_back_and_new_windows_go_on_after_the_last() -> None:
+    layout = {"numeric": Column(1)}
+    ws = Windows(size=2, max_seconds=60.0, min_samples=1)
+    # another process published windows #4 (first event at offset 10) and #5 (offset 12) of m/1
+    ws.resume({"m/1": 6}, {"m/1@t-0:10": 4, "m/1@t-0:12": 5})
+    closed = [ws.add("m/1", layout, {"numeric": [float(o)]}, ("t", 0, o, 0), event_time=o, now=0.0)
+              for o in range(10, 16)]
+    assert [(w.window_id, w.index) for w in closed if w is not None] == [
+        ("m/1@t-0:10", 4), ("m/1@t-0:12", 5), ("m/1@t-0:14", 6)]
+    ws.resume({"m/1": 3}, {})  # an older record never moves the index back
+    assert ws.next_index("m/1") == 7

@@ -4,7 +4,9 @@ It trains a small CNN on scikit-learn's digits (seconds on a CPU), builds the re
 training images and the model's predictions on them, serves held-out digits through
 :class:`~collectors.ClassifierCollector` window by window, and from the middle window on injects drift.
 Events flow over the in-process bus, or through Kafka when ``kafka`` is given, into the same
-pipeline that ``inferwatch run`` uses (:func:`~monitor.wiring.build_pipeline`).
+pipeline that ``inferwatch run`` uses (:func:`~monitor.wiring.build_pipeline`). With a run store
+(:mod:`monitor.demo.runs`) the training is recorded as a run, the profile is built from the run's ``train.npz``
+and names it, and each alerting window's rows are logged to it.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ from monitor.config import AlertsConfig, WindowConfig
 from monitor.datafiles import Table
 from monitor.demo.common import close_timeout, demo_config, demo_pipeline, wait_for_results
 from monitor.demo.output import DemoOutput
+from monitor.demo.runs import DemoRun, RunStore, TrainedRun, describe
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
 from monitor.offline import build_profile
-from monitor.profiles import load_profile, save_profile
+from monitor.profiles import Profile, load_profile, save_profile
 
 Drift = Literal["noise", "invert", "classmix"]
 DRIFTS: tuple[Drift, ...] = ("noise", "invert", "classmix")
 MODEL, VERSION = "digits-cnn", "1"
+EPOCHS, LR, BATCH_SIZE = 25, 3e-3, 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class DemoAlert:
     features: tuple[str, ...]
     summary: str
     seconds_after_start: float
+    links: dict[str, str]  # dashboard, report, snapshot, training_run, window_sample; "" where none
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class DemoReport:
     events: int
     alerts: tuple[DemoAlert, ...]
     per_window: tuple[DemoWindow, ...]
+    run: DemoRun | None  # the recorded training run; None with --no-runs
 
     @property
     def first_alert_window(self) -> int | None:
@@ -95,7 +101,7 @@ def _digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, x_test, y_train, y_test
 
 
-def train_cnn(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 25) -> Any:
+def train_cnn(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = EPOCHS) -> Any:
     """A two-convolution CNN for 8x8 digits; about 3 s on two CPU cores."""
     import torch
     from torch import nn
@@ -109,10 +115,10 @@ def train_cnn(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 25) -> Any:
         nn.Linear(64, 10),  # (B, 10) logits
     )
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        for idx in torch.split(torch.randperm(len(xt), generator=generator), 64):
+        for idx in torch.split(torch.randperm(len(xt), generator=generator), BATCH_SIZE):
             optimiser.zero_grad()
             loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
             loss.backward()  # type: ignore[no-untyped-call]
@@ -134,7 +140,9 @@ def inject(drift: Drift, x: np.ndarray, y: np.ndarray, rng: np.random.Generator)
 def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12, window_size: int = 200,
              seed: int = 7, workdir: Path | None = None,
              progress: Callable[[str], None] = lambda _: None, alerts: AlertsConfig | None = None,
-             out: DemoOutput | None = None) -> DemoReport:
+             out: DemoOutput | None = None, runs: RunStore | None = None) -> DemoReport:
+    """Train, serve, inject drift and watch; with ``runs`` the training is recorded there and the profile, the
+    alerts and the alerting windows' samples go with that run."""
     try:
         import torch
     except ImportError as exc:
@@ -154,7 +162,8 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
         train_pred = model(torch.from_numpy(x_train)).argmax(1).numpy()
         val_probs = model(torch.from_numpy(x_val)).softmax(1).numpy().astype(np.float64)
         test_pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
-        reference_features = image_summary(torch.from_numpy(x_train)).numpy().astype(np.float64)
+        reference_features = image_summary(torch.from_numpy(x_train)).numpy().astype(np.float64)  # (N, F)
+        val_features = image_summary(torch.from_numpy(x_val)).numpy().astype(np.float64)
     train_seconds = time.monotonic() - started
     train_acc, test_acc = float((train_pred == y_train).mean()), float((test_pred == y_test).mean())
     progress(f"trained in {train_seconds:.1f} s: accuracy {train_acc:.3f} train, {test_acc:.3f} held out")
@@ -162,18 +171,42 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
     tmp = tempfile.TemporaryDirectory(prefix="inferwatch-demo-") if workdir is None else None
     folder = Path(tmp.name) if tmp else Path(workdir or ".")
     profile_path = folder / "digits-cnn.profile.npz"
-    # The same path as `inferwatch baseline`: inputs and predictions from the training split, calibration and
-    # reference accuracy from the validation split (training-set confidence is over-confident).
-    profile = build_profile(Table(x=reference_features, feature_names=IMAGE_FEATURES, predictions=train_pred),
-                            MODEL, VERSION, training_run=f"demo://digits-cnn/seed-{seed}")
-    profile = replace(profile, calibrator=fit_calibrator(val_probs, y_val, method="temperature"),
-                      reference_accuracy=float((val_probs.argmax(1) == y_val).mean()))
-    save_profile(profile_path, profile)
+    # The same path as `inferwatch baseline` (--from-run with a run store): inputs and predictions from the
+    # training split, calibration and reference accuracy from the validation split (training-set confidence is
+    # over-confident).
+    val_acc = float((val_probs.argmax(1) == y_val).mean())
+
+    def calibrated(profile: Profile) -> Profile:
+        return replace(profile, calibrator=fit_calibrator(val_probs, y_val, method="temperature"),
+                       reference_accuracy=val_acc)
+
+    run = None
+    if runs is None:
+        profile = build_profile(Table(x=reference_features, feature_names=IMAGE_FEATURES, predictions=train_pred),
+                                MODEL, VERSION, training_run=f"demo://digits-cnn/seed-{seed}")
+        save_profile(profile_path, calibrated(profile))
+    else:
+        progress("recording the training run ...")
+        names = np.array(IMAGE_FEATURES, dtype=str)
+        run = runs.record(TrainedRun(
+            name=f"{MODEL}-seed-{seed}",
+            params={"seed": seed, "epochs": EPOCHS, "lr": LR, "batch_size": BATCH_SIZE, "optimizer": "adam",
+                    "dataset": "sklearn digits (8x8)", "train_rows": len(x_train), "validation_rows": len(x_val),
+                    "test_rows": len(x_test), "features": ",".join(IMAGE_FEATURES)},
+            metrics={"train_accuracy": train_acc, "validation_accuracy": val_acc, "test_accuracy": test_acc,
+                     "train_seconds": train_seconds},
+            data={"train.npz": {"X": reference_features, "feature_names": names, "predictions": train_pred,
+                                "labels": y_train},
+                  "validation.npz": {"X": val_features, "feature_names": names, "probabilities": val_probs,
+                                     "predictions": val_probs.argmax(1), "labels": y_val}}))
+        progress(describe(run))
+        runs.baseline(run, "train.npz", profile_path, MODEL, VERSION, finish=calibrated)
     profile = load_profile(profile_path)
     progress(f"reference profile: {profile.describe()} -> {profile_path}")
 
     config = demo_config("demo", MODEL, VERSION, str(profile_path), profile.training_run, kafka,
-                         WindowConfig(size=window_size, max_seconds=3600, min_samples=30), alerts)
+                         WindowConfig(size=window_size, max_seconds=3600, min_samples=30), alerts,
+                         log_window_samples=run is not None)
     channel = MemoryChannel()
     results: list[WindowResult] = []
     wiring = demo_pipeline(config, {f"{MODEL}/{VERSION}": profile}, channel, results, out)
@@ -219,14 +252,14 @@ def run_demo(kafka: str | None = None, drift: Drift = "noise", windows: int = 12
     by_window = {r.index: r for r in results}
     raised = tuple(DemoAlert(window=a.window, model=a.model, version=a.version, detector=a.detector,
                              status=a.status, features=a.features, summary=a.summary,
-                             seconds_after_start=round(a.window_end - started_wall(started), 3))
+                             seconds_after_start=round(a.window_end - started_wall(started), 3), links=dict(a.links))
                    for a in channel.alerts)
     per_window = tuple(_window_summary(by_window[w], w >= inject_at, accuracy[w]) for w in range(windows))
     return DemoReport(transport="kafka" if kafka else "embedded", device="cpu", drift=drift, windows=windows,
                       window_size=window_size, drift_injected_at_window=inject_at, train_accuracy=train_acc,
                       test_accuracy=test_acc, train_seconds=round(train_seconds, 2),
                       elapsed_seconds=round(time.monotonic() - started, 2), events=windows * window_size,
-                      alerts=raised, per_window=per_window)
+                      alerts=raised, per_window=per_window, run=run)
 
 
 def _window_summary(r: WindowResult, injected: bool, accuracy: float) -> DemoWindow:
@@ -270,4 +303,7 @@ def format_report(r: DemoReport) -> str:
                if first >= r.drift_injected_at_window else f"FALSE ALARM in window {first}, before the injection")
     lines += ["", f"{verdict}; model accuracy {r.test_accuracy:.3f} held out (trained in {r.train_seconds:.1f} s); "
                   f"total {r.elapsed_seconds:.1f} s"]
+    if r.run is not None:
+        lines.append(f"training run {r.run.uri}, with each alerting window's rows under inferwatch/windows/ in "
+                     f"{r.run.url}; browse: {r.run.browse}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from prometheus_client import CollectorRegistry
 
 from monitor.alerts import AlertHook, MemoryChannel
-from monitor.config import AlertsConfig, Config, KafkaConfig, ModelConfig, TopicsConfig, WindowConfig
+from monitor.config import AlertsConfig, Config, KafkaConfig, ModelConfig, RunsConfig, TopicsConfig, WindowConfig
 from monitor.demo.output import DemoOutput
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
@@ -29,19 +29,22 @@ def close_timeout(out: DemoOutput | None) -> float:
 
 
 def demo_config(name: str, model: str, version: str, profile: str, training_run: str | None, kafka: str | None,
-                window: WindowConfig, alerts: AlertsConfig | None = None) -> Config:
+                window: WindowConfig, alerts: AlertsConfig | None = None, log_window_samples: bool = False) -> Config:
     """One model on the embedded bus, or on Kafka with topics and a consumer group of its own (a fresh suffix
     per run, so a demo never reads an earlier run's events, nor its alert state); ``alerts`` (``--alerts-config``)
-    sends the demo's alerts to real channels."""
+    sends the demo's alerts to real channels; ``log_window_samples`` logs each alerting window's rows to the
+    model's training run (the demo's recorded run, :mod:`monitor.demo.runs`)."""
     alerts = AlertsConfig() if alerts is None else alerts
+    runs = RunsConfig(log_window_samples=log_window_samples)
     if kafka is None:
         return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
-                      window=window, alerts=alerts)
+                      window=window, alerts=alerts, runs=runs)
     prefix = f"inferwatch.{name}-{uuid.uuid4().hex[:8]}"
     topics = TopicsConfig(events=f"{prefix}.events", feedback=f"{prefix}.feedback", results=f"{prefix}.results",
                           deadletter=f"{prefix}.deadletter")
     return Config(models=[ModelConfig(name=model, version=version, profile=profile, training_run=training_run)],
-                  kafka=KafkaConfig(bootstrap=kafka, group=prefix), topics=topics, window=window, alerts=alerts)
+                  kafka=KafkaConfig(bootstrap=kafka, group=prefix), topics=topics, window=window, alerts=alerts,
+                  runs=runs)
 
 
 def demo_pipeline(config: Config, profiles: Mapping[str, Profile], channel: MemoryChannel,

@@ -4,18 +4,21 @@ A small GPT trained on Shakespeare's plays (cached after the first run) is serve
 server; clients call it through :mod:`collectors.sidecar`, half of them streaming, and send accept/reject
 feedback keyed by the ``x-request-id`` the sidecar returns. The reference profile comes from the model's
 answers to held-out lines of the plays. From the middle window on, prompts come from another domain
-(support-desk questions) and users accept fewer answers: the LLM detectors should notice.
+(support-desk questions) and users accept fewer answers: the LLM detectors should notice. With a run store
+(:mod:`monitor.demo.runs`) the training is recorded as a run holding the reference answers (``reference.npz``),
+the profile is built from it and names it, and each alerting window is logged to it.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from monitor.demo.charlm import GPTConfig, generate, load_or_train
 from monitor.demo.common import close_timeout, demo_config, demo_pipeline, wait_for_results
 from monitor.demo.llm_server import serve
 from monitor.demo.output import DemoOutput
+from monitor.demo.runs import DemoRun, RunStore, TrainedRun, describe
 from monitor.demo.shakespeare import corpus
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
@@ -75,6 +79,7 @@ class LLMDemoReport:
     capture_skipped: int
     alerts: tuple[dict[str, object], ...]
     per_window: tuple[LLMWindow, ...]
+    run: DemoRun | None  # the recorded training run; None with --no-runs
 
 
 def _prompts(text: str, rng: np.random.Generator, n: int) -> list[str]:
@@ -108,7 +113,10 @@ def _call(port: int, prompt: str, stream: bool, seed: int) -> tuple[str, str]:
 
 def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 40, seed: int = 7,
                  cache_dir: Path | None = None, progress: Callable[[str], None] = lambda _: None,
-                 alerts: AlertsConfig | None = None, out: DemoOutput | None = None) -> LLMDemoReport:
+                 alerts: AlertsConfig | None = None, out: DemoOutput | None = None,
+                 runs: RunStore | None = None) -> LLMDemoReport:
+    """Train (or load), serve through the sidecar, shift the prompts and watch; with ``runs`` the training is
+    recorded there and the profile, the alerts and the alerting windows' samples go with that run."""
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     text = corpus()
@@ -127,16 +135,35 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
         logprobs.append(float(np.mean([s.logprob for s in steps])) if steps else np.nan)
         empty.append(not answer.strip())
         refusal.append(is_refusal(answer))
-    reference = build_llm_reference(np.array(tokens, dtype=np.float64), np.array(logprobs), np.array(empty),
-                                    np.array(refusal), accepted=rng.random(len(tokens)) < 0.85)
-    profile = Profile(model=MODEL, version=VERSION, llm=reference, training_run=f"demo://charlm/seed-{seed}")
+    answers = {"output_tokens": np.array(tokens, dtype=np.float64), "mean_logprob": np.array(logprobs),
+               "empty": np.array(empty), "refusal": np.array(refusal), "accepted": rng.random(len(tokens)) < 0.85}
+    run = None
+    if runs is None:
+        reference = build_llm_reference(answers["output_tokens"], answers["mean_logprob"], answers["empty"],
+                                        answers["refusal"], accepted=answers["accepted"])
+        profile = Profile(model=MODEL, version=VERSION, llm=reference, training_run=f"demo://charlm/seed-{seed}")
+    else:
+        progress("recording the training run ...")
+        run = runs.record(TrainedRun(
+            name=f"{MODEL}-seed-{seed}",
+            params={**asdict(model.config), "steps": stats.steps, "batch_size": stats.batch_size, "lr": stats.lr,
+                    "seed": stats.seed, "corpus": "Shakespeare's plays (last tenth held out)",
+                    "reference_answers": len(tokens), "max_tokens": MAX_TOKENS},
+            metrics={"train_loss": stats.train_loss, "train_seconds": stats.seconds,
+                     "tokens_per_second": stats.tokens_per_second,
+                     **({} if stats.val_loss is None else {"val_loss": stats.val_loss})},
+            history={"loss": stats.losses}, data={"reference.npz": answers}))
+        progress(describe(run))
+        with tempfile.TemporaryDirectory(prefix="inferwatch-llmdemo-") as tmp:
+            profile = runs.baseline(run, "reference.npz", Path(tmp) / f"{MODEL}.profile.npz", MODEL, VERSION)
     progress(f"reference: {len(tokens)} answers, median {np.median(tokens):.0f} tokens, "
              f"mean log-prob {np.nanmean(logprobs):.2f}")
 
     # a window also closes 20 s after it opened, so a capture the sidecar skipped (it counts them) cannot leave
     # the last window waiting for an event that never comes
     config = demo_config("llmdemo", MODEL, VERSION, "(in memory)", profile.training_run, kafka,
-                         WindowConfig(size=window_size, max_seconds=20, min_samples=20), alerts)
+                         WindowConfig(size=window_size, max_seconds=20, min_samples=20), alerts,
+                         log_window_samples=run is not None)
     topics = config.topics
     channel = MemoryChannel()
     results: list[WindowResult] = []
@@ -197,9 +224,9 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
                          captured=int(_total(sidecar_registry, "inferwatch_sidecar_captured_events_total")),
                          capture_skipped=int(_total(sidecar_registry, "inferwatch_sidecar_capture_skipped_total")),
                          alerts=tuple({"window": a.window, "model": a.model, "version": a.version,
-                                       "detector": a.detector, "status": a.status, "summary": a.summary}
-                                      for a in channel.alerts),
-                         per_window=tuple(per_window))
+                                       "detector": a.detector, "status": a.status, "summary": a.summary,
+                                       "links": dict(a.links)} for a in channel.alerts),
+                         per_window=tuple(per_window), run=run)
 
 
 def _start_sidecar(running: ExitStack, upstream: str, events: EventProducer, registry: CollectorRegistry) -> int:
@@ -243,4 +270,6 @@ def format_llm_report(r: LLMDemoReport) -> str:
         lines.append("no LLM alerts")
     lines.append(f"\nthe sidecar captured {r.captured} completions ({r.capture_skipped} skipped); "
                  f"model loss {r.val_loss:.2f} nats/char; total {r.elapsed_seconds:.0f} s")
+    if r.run is not None:
+        lines.append(f"training run {r.run.uri}, with each alerting window under inferwatch/windows/ in {r.run.url}")
     return "\n".join(lines)

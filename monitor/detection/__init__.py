@@ -11,12 +11,14 @@ from monitor.detection.base import (
     Inputs,
     JoinedFeedback,
     ModelContext,
+    PeerWindow,
     Sample,
 )
 from monitor.detection.latency import LatencySummary
 from monitor.detection.llm_quality import LLM_COLUMNS
 from monitor.detection.registry import BY_NAME, DETECTOR_NAMES, REGISTRY, gauge_specs
 from monitor.detection.slow_drift import SlowDriftResult
+from monitor.detection.variant_comparison import VariantComparisonResult
 
 __all__ = [
     "BY_NAME",
@@ -32,7 +34,9 @@ __all__ = [
     "JoinedFeedback",
     "LatencySummary",
     "ModelContext",
+    "PeerWindow",
     "Sample",
     "SlowDriftResult",
+    "VariantComparisonResult",
     "gauge_specs",
 ]

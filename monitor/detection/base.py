@@ -10,9 +10,12 @@ A detector is a small class in its own module of this package:
 * ``evaluate(inputs)``: the window and the reference in, a frozen result out (or None: no data this window);
 * ``finding(result)``: what the result says, in the one shape alert rules, logs and printers read;
 * ``samples(result)``: the values of its Prometheus gauges (declared in ``gauges``);
-* ``details(result)``: lines a printer shows under the finding (a per-feature table, say).
+* ``details(result)``: lines a printer shows under the finding (a per-feature table, say);
+* ``state()`` / ``restore(state)``: for a detector that carries something from window to window (a CUSUM, SLO
+  burn-rate buckets), that state as plain JSON values and back, so that a restarted or rebalanced detector process
+  goes on exactly where the last one stopped (the pipeline stores it with each window result).
 
-:class:`DetectorBase` gives the optional parts (no gauges, no samples, no details) their defaults.
+:class:`DetectorBase` gives the optional parts (no gauges, no samples, no details, no state) their defaults.
 
 The registry (:mod:`monitor.detection.registry`) lists the detector classes; :class:`~monitor.evaluation.WatchedModel`,
 the offline ``drift`` command, the metrics export and the printers iterate over it. Adding a detector is one new
@@ -40,6 +43,7 @@ __all__ = [
     "Inputs",
     "JoinedFeedback",
     "ModelContext",
+    "PeerWindow",
     "Sample",
 ]
 
@@ -105,6 +109,7 @@ class ModelContext:
     profile: Profile
     detect: DetectConfig
     window: WindowConfig
+    peer: str | None = None  # the version this one's windows are compared with (models[].variant, compare_with)
 
     @property
     def n_classes(self) -> int:
@@ -130,14 +135,37 @@ class JoinedFeedback:
         del self.accepted[: -self.limit]
 
 
+@dataclass(frozen=True, eq=False)
+class PeerWindow:
+    """What is kept of the last closed window of a peer version (A/B, canary) to compare the next window of the
+    version that watches it with: a bounded, read-only copy (a seeded uniform sample of at most ``max_rows`` rows
+    of its features and latencies; class counts of the whole window), never the window's own buffers.
+
+    ``features`` is (k, F) in ``names`` order (the peer profile's), ``class_counts`` (K,) in ``class_labels``
+    order (empty without predictions), ``latency`` (j,) total latencies of the sampled rows that measured one."""
+
+    version: str
+    window_id: str
+    n: int
+    first_time: float
+    last_time: float
+    names: tuple[str, ...]
+    features: np.ndarray
+    class_labels: tuple[str, ...]
+    class_counts: np.ndarray
+    latency: np.ndarray
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What a detector's ``evaluate`` gets: the closed window, joined feedback, and the results of the detectors
-    evaluated before it on the same window (registry order), e.g. slow drift reads feature drift's."""
+    evaluated before it on the same window (registry order), e.g. slow drift reads feature drift's; for a version
+    compared with a peer, the peer's last closed window (None when none has closed yet)."""
 
     window: ClosedWindow
     feedback: JoinedFeedback
     earlier: Mapping[str, object]
+    peer: PeerWindow | None = None
 
     def column(self, name: str) -> np.ndarray | None:
         """Rows of a column for the events that carried it (see :meth:`ClosedWindow.present`)."""
@@ -161,6 +189,14 @@ class Detector(Protocol[R]):
 
     @staticmethod
     def details(result: R) -> list[str]: ...
+
+    def state(self) -> Any:
+        """What this detector carries to its next window, as JSON values; None when nothing."""
+        ...
+
+    def restore(self, state: Any) -> None:
+        """Continue from what :meth:`state` gave (in another process, maybe)."""
+        ...
 
 
 class DetectorClass(Protocol):
@@ -200,3 +236,9 @@ class DetectorBase:
     @staticmethod
     def details(result: Any) -> list[str]:
         return []
+
+    def state(self) -> Any:
+        return None
+
+    def restore(self, state: Any) -> None:
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,6 +33,12 @@ class LatencySLO(DetectorBase):
         if total.size:
             self._burn.observe(window.last_time, total)
         return self._burn.evaluate(window.last_time)
+
+    def state(self) -> dict[str, list[int]]:
+        return self._burn.snapshot()
+
+    def restore(self, state: Any) -> None:
+        self._burn.restore(state)
 
     @staticmethod
     def finding(result: BurnRateResult) -> Finding:

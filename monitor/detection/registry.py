@@ -18,6 +18,7 @@ from monitor.detection.llm_quality import LLMQuality
 from monitor.detection.missing_values import MissingValues
 from monitor.detection.prediction_drift import PredictionDrift
 from monitor.detection.slow_drift import SlowDrift
+from monitor.detection.variant_comparison import VariantComparison
 
 REGISTRY: tuple[DetectorClass, ...] = (
     FeatureDrift,
@@ -30,6 +31,7 @@ REGISTRY: tuple[DetectorClass, ...] = (
     Latency,
     LatencySLO,
     SlowDrift,  # after FeatureDrift: it accumulates that detector's evidence
+    VariantComparison,  # only for versions compared with a peer version (models[].variant, compare_with)
 )
 
 BY_NAME: Mapping[str, DetectorClass] = {d.name: d for d in REGISTRY}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from detectors import CUSUM, WindowDriftResult, z_from_p
 from monitor.detection.base import DetectorBase, Finding, GaugeSpec, Inputs, ModelContext, Sample
@@ -51,6 +51,13 @@ class SlowDrift(DetectorBase):
             self._cusum.reset()
         return SlowDriftResult(statistic=float(statistic), threshold=float(self._cusum.threshold),
                                drifted=alarm and not drift.drifted)
+
+    def state(self) -> list[float | bool]:
+        return list(self._cusum.snapshot())
+
+    def restore(self, state: Any) -> None:
+        statistic, alarmed = state
+        self._cusum.restore(float(statistic), bool(alarmed))
 
     @staticmethod
     def finding(result: SlowDriftResult) -> Finding:

@@ -174,7 +174,7 @@ class ReportHook:
         if profile is None or profile.reference is None:
             return
         name = report_name(result.window_id)
-        features, predictions = window_sample(window.window, self.window_rows, result.window_id)
+        _, features, predictions = window_sample(window.window, self.window_rows, result.window_id)
         labels = None if window.labels is None else (window.labels[0].copy(), window.labels[1].copy())
         job = ReportJob(model=result.model, version=result.version, name=name, window_id=result.window_id,
                         features=features, predictions=predictions, labels=labels)
@@ -246,13 +246,14 @@ class ReportHook:
         return False
 
 
-def window_sample(window: ClosedWindow, cap: int, window_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Copies of a uniform sample of at most ``cap`` of ``window``'s rows, seeded by the window id (a window
-    always gets the same sample): features (k, F) float64 and predicted class indices (k,) int64, -1 where the
-    window has no predictions. The pipeline's buffers are not held past the call."""
+def window_sample(window: ClosedWindow, cap: int, window_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A uniform sample of at most ``cap`` of ``window``'s rows, seeded by the window id (a window always gets
+    the same sample): the rows' places in the window (k,) int64, copies of their features (k, F) float64 and
+    predicted class indices (k,) int64, -1 where the window has no predictions. The pipeline's buffers are not
+    held past the call."""
     rows = sample_rows(window.n, cap, seed=zlib.crc32(window_id.encode()))
     predictions = window.columns.get("prediction")
-    return (np.asarray(window.features[rows], dtype=np.float64),  # indexing by rows made a copy
+    return (rows.astype(np.int64), np.asarray(window.features[rows], dtype=np.float64),  # indexing made a copy
             np.full(len(rows), -1, np.int64) if predictions is None else np.asarray(predictions[rows], dtype=np.int64))
 
 

@@ -2,9 +2,10 @@
 log inferwatch's profile back to it.
 
 URI forms (:func:`parse_run_uri`): ``mlflow://HOST:PORT/RUN_ID`` (``mlflow+https://`` for TLS; ``runs:/RUN_ID``
-with the tracking URI from config), ``wandb://ENTITY/PROJECT/RUN_ID``, a W&B run directory
-(``wandb/offline-run-…``), a folder (``file:///data/runs/42`` or a plain path), or an ``https://`` link. MLflow and
-wandb are imported only when a run of theirs is used.
+with the tracking URI from config), ``mlflow+sqlite:///ABS/PATH/mlflow.db/RUN_ID`` (a local MLflow store),
+``wandb://ENTITY/PROJECT/RUN_ID``, a W&B run directory (``wandb/offline-run-…``), a folder
+(``file:///data/runs/42`` or a plain path), or an ``https://`` link. MLflow and wandb are imported only when a run
+of theirs is used.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from monitor.runs import file_adapter, wandb_adapter
 from monitor.runs.model import TrainingRun, run_url
 from monitor.runs.uri import RunError, RunRef, parse_run_uri
 
-__all__ = ["RunError", "RunRef", "TrainingRun", "download_artifact", "log_artifact", "parse_run_uri",
-           "resolve_run", "run_url"]
+__all__ = ["RunError", "RunRef", "TrainingRun", "download_artifact", "local_artifact_uri", "log_artifact",
+           "parse_run_uri", "resolve_run", "run_url"]
 
 
 def _folder(ref: RunRef) -> Path:
@@ -64,6 +65,23 @@ def download_artifact(run: TrainingRun, name: str, dest: Path) -> Path:
     if ref.scheme == "file":
         return file_adapter.download(run, _folder(ref), name, dest)
     raise RunError(f"run {run.uri!r}: a URL run has no artifacts to download")
+
+
+def local_artifact_uri(uri: str, artifact_path: str, name: str) -> str:
+    """The ``file://`` URI :func:`log_artifact` gives a file ``name`` logged under ``artifact_path`` to the run
+    ``uri`` names, known before it is logged (no I/O): for an offline W&B run and a folder run; "" for a run whose
+    files live in a tracker (or an unparseable URI)."""
+    try:
+        ref = parse_run_uri(uri)
+    except RunError:
+        return ""
+    if ref.scheme == "wandb-offline":
+        folder = _folder(ref) / "files"
+    elif ref.scheme == "file":
+        folder = _folder(ref) / file_adapter.LOG_FOLDER
+    else:
+        return ""
+    return folder.joinpath(*Path(artifact_path).parts, name).as_uri()
 
 
 def log_artifact(run: TrainingRun, path: Path, artifact_path: str | None = None) -> str:

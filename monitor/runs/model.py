@@ -19,12 +19,14 @@ class TrainingRun:
     """A training run as read from its tracker.
 
     ``uri`` names the run so that :func:`monitor.runs.resolve_run` finds it again without other configuration
-    (MLflow runs are named ``mlflow://HOST:PORT/RUN_ID`` even when given as ``runs:/RUN_ID``); ``source`` is the
-    scheme (mlflow, wandb, wandb-offline, file, url); ``url`` is what a person opens; ``created`` is the run's
-    start in Unix seconds when the tracker records one; ``params`` are the run's parameters or config flattened
-    to dotted keys and strings; ``metrics`` its summary (last) numeric values; ``artifacts`` the files it holds,
-    as paths relative to the run's artifact root. ``note`` says what could not be read and why (a W&B run read
-    without credentials), empty when nothing is missing.
+    (MLflow runs are named ``mlflow://HOST:PORT/RUN_ID``, or ``mlflow+sqlite:///ABS/PATH/mlflow.db/RUN_ID`` in a
+    local store, even when given as ``runs:/RUN_ID``); ``source`` is the scheme (mlflow, wandb, wandb-offline,
+    file, url); ``url`` is what a person opens (the artifact folder's ``file://`` URI for a run in a local MLflow
+    store, which has no web page); ``created`` is the run's start in Unix seconds when the tracker records one;
+    ``params`` are the run's parameters or config flattened to dotted keys and strings; ``metrics`` its summary
+    (last) numeric values; ``artifacts`` the files it holds, as paths relative to the run's artifact root.
+    ``note`` says what could not be read and why (a W&B run read without credentials), or how to browse a run
+    that has no web page (a local MLflow store); empty otherwise.
 
     >>> run = TrainingRun(uri="file:///runs/42", source="file", id="42", name="42", url="file:///runs/42",
     ...                   created=None, params={"lr": "0.1"}, metrics={"acc": 0.9}, artifacts=("train.npz",))

@@ -1,12 +1,16 @@
 """Close the loop: each alerting window's rows go back to the training run, so the next run can train on them.
 
 :meth:`RunSampleHook.links` promises ``links["window_sample"]`` (no I/O): the artifact's page in the MLflow UI,
-else the run's page. :meth:`RunSampleHook.fired` copies a seeded uniform sample of at most ``max_rows`` of the
-window's rows and queues it; one worker thread resolves each model's run once (:func:`monitor.runs.resolve_run`,
-bounded by ``timeout_s``), writes ``{window}.npz`` (``features`` (k, F), ``feature_names`` (F,), ``predictions``
-(k,) class indices, -1 where an event carried none, ``class_labels``) and logs it under ``inferwatch/windows/``
-(:func:`monitor.runs.log_artifact`). An unreachable tracker or a run that is gone is logged and counted
-(``inferwatch_run_samples_total{outcome="failed"}``); the alert has been sent already and never waits.
+the file's ``file://`` URI for an offline W&B run or a folder run, else the run's page. :meth:`RunSampleHook.fired`
+copies a seeded uniform sample of at most ``max_rows`` of the window's rows and queues it; one worker thread
+resolves each model's run once (:func:`monitor.runs.resolve_run`, bounded by ``timeout_s``), writes
+``{window}.npz`` (``features`` (k, F), ``feature_names`` (F,), ``predictions`` (k,) class indices, -1 where an
+event carried none, ``class_labels``, ``rows`` (k,) each row's place in the window, and the raw payloads the
+window's events carried: ``payload_rows`` (m,) places in the window and ``payloads`` (m,) JSON texts — only the
+requests the collectors' payload policy sampled and redacted carry one) and logs it under
+``inferwatch/windows/`` (:func:`monitor.runs.log_artifact`). An unreachable tracker or a run that is gone is
+logged and counted (``inferwatch_run_samples_total{outcome="failed"}``); the alert has been sent already and never
+waits.
 
 This module imports the alerting package, which imports :mod:`monitor.runs`; it is therefore not re-exported from
 :mod:`monitor.runs` (import it as ``monitor.runs.samples``).
@@ -27,7 +31,7 @@ from monitor.alerts import Alert, AlertedWindow, HookWorker
 from monitor.config import Config, RunsConfig, default_of
 from monitor.profiles import Profile
 from monitor.reports import report_name, window_sample
-from monitor.runs import RunError, TrainingRun, log_artifact, parse_run_uri, resolve_run, run_url
+from monitor.runs import RunError, TrainingRun, local_artifact_uri, log_artifact, parse_run_uri, resolve_run, run_url
 
 __all__ = ["ARTIFACT_PATH", "RunSampleHook", "RunSampleMetrics", "SampleJob", "WatchedRun", "watched_runs"]
 
@@ -49,7 +53,8 @@ class WatchedRun:
 def watched_runs(config: Config, profiles: Mapping[str, Profile]) -> dict[str, WatchedRun]:
     """The run each configured model was trained in, by ``model/version``, where one can take an artifact: the
     run a profile was built from (unless ``models[].training_run`` names another), else a configured or recorded
-    ``training_run`` that names a run by its tracker. Plain links and free text name no run to log to."""
+    ``training_run`` that names a run by its tracker or a folder. Plain links and free text (a path without a
+    scheme where no folder is) name no run to log to."""
     runs = {}
     for m in config.models:
         profile = profiles.get(m.key)
@@ -65,7 +70,8 @@ def watched_runs(config: Config, profiles: Mapping[str, Profile]) -> dict[str, W
             ref = parse_run_uri(uri, config.runs.tracking_uri)
         except RunError:
             continue
-        if ref.scheme != "url":
+        free_text = ref.scheme == "file" and "://" not in uri and not (ref.path is not None and ref.path.is_dir())
+        if ref.scheme != "url" and not free_text:
             runs[m.key] = WatchedRun(uri, run_url(named, info))
     return runs
 
@@ -92,6 +98,8 @@ class SampleJob:
     window_id: str
     features: np.ndarray  # (k, F) float64
     predictions: np.ndarray  # (k,) int64 class indices, -1: none
+    rows: np.ndarray  # (k,) int64: each row's place in the window
+    payloads: tuple[tuple[int, bytes], ...]  # (place in the window, JSON) of the sampled raw payloads
 
 
 class RunSampleHook:
@@ -138,7 +146,9 @@ class RunSampleHook:
         name = f"{report_name(window_id)}.npz"
         if "/#/experiments/" in run.url and "/runs/" in run.url:  # an MLflow run page: its UI selects the file
             return f"{run.url}/artifactPath/{ARTIFACT_PATH}/{name}"
-        return run.url
+        if run.url.startswith("file://"):  # a local MLflow store: the run's artifact folder
+            return f"{run.url}/{ARTIFACT_PATH}/{name}"
+        return local_artifact_uri(run.uri, ARTIFACT_PATH, name) or run.url
 
     def links(self, alert: Alert) -> Mapping[str, str]:
         key = f"{alert.model}/{alert.version}"
@@ -152,9 +162,9 @@ class RunSampleHook:
         key = f"{result.model}/{result.version}"
         if not any(a.status == "firing" for a in alerts) or key not in self._runs:
             return
-        features, predictions = window_sample(window.window, self.max_rows, result.window_id)
+        rows, features, predictions = window_sample(window.window, self.max_rows, result.window_id)
         job = SampleJob(key=key, name=report_name(result.window_id), window_id=result.window_id,
-                        features=features, predictions=predictions)
+                        features=features, predictions=predictions, rows=rows, payloads=window.window.payloads)
         self._worker.submit(job)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -197,5 +207,7 @@ class RunSampleHook:
         with tempfile.TemporaryDirectory(prefix="inferwatch-sample-") as folder:
             path = Path(folder) / f"{job.name}.npz"
             np.savez_compressed(path, features=job.features, feature_names=np.array(profile.feature_names, dtype=str),
-                                predictions=job.predictions, class_labels=np.array(profile.class_labels, dtype=str))
+                                predictions=job.predictions, class_labels=np.array(profile.class_labels, dtype=str),
+                                rows=job.rows, payload_rows=np.array([r for r, _ in job.payloads], dtype=np.int64),
+                                payloads=np.array([p.decode() for _, p in job.payloads], dtype=str))
             return log_artifact(run, path, artifact_path=ARTIFACT_PATH)

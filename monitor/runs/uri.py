@@ -2,6 +2,8 @@
 
 >>> parse_run_uri("mlflow://127.0.0.1:5000/0123abcd").tracking_uri
 'http://127.0.0.1:5000'
+>>> parse_run_uri("mlflow+sqlite:///data/runs/mlflow.db/0123abcd").tracking_uri
+'sqlite:////data/runs/mlflow.db'
 >>> parse_run_uri("wandb://acme/digits/1x2y3z").run_id
 '1x2y3z'
 >>> parse_run_uri("s3://bucket/run")  # doctest: +ELLIPSIS
@@ -23,12 +25,14 @@ from monitor.errors import InferwatchError
 RunScheme = Literal["mlflow", "wandb", "wandb-offline", "file", "url"]
 
 #: Every accepted form, quoted in errors so that a bad URI is followed by a good one.
-FORMS = ("mlflow://HOST:PORT/RUN_ID (mlflow+https:// for TLS), runs:/RUN_ID with a tracking URI, "
-         "wandb://ENTITY/PROJECT/RUN_ID, a W&B run directory (wandb/offline-run-…), file:///FOLDER, https://URL")
+FORMS = ("mlflow://HOST:PORT/RUN_ID (mlflow+https:// for TLS), mlflow+sqlite:///ABS/PATH/mlflow.db/RUN_ID (a local "
+         "MLflow store), runs:/RUN_ID with a tracking URI, wandb://ENTITY/PROJECT/RUN_ID, a W&B run directory "
+         "(wandb/offline-run-…), file:///FOLDER, https://URL")
 
 # wandb names a run directory `offline-run-YYYYMMDD_HHMMSS-<id>` (offline) or `run-YYYYMMDD_HHMMSS-<id>` (online).
 _WANDB_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9]+)$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SQLITE_EXAMPLE = "mlflow+sqlite:///data/runs/mlflow.db/0123456789abcdef0123456789abcdef"
 
 
 class RunError(InferwatchError):
@@ -39,8 +43,9 @@ class RunError(InferwatchError):
 @dataclass(frozen=True)
 class RunRef:
     """A parsed run URI. ``uri`` is the text as given; the other fields are the parts the scheme uses
-    (``tracking_uri`` and ``run_id`` for MLflow, ``entity``/``project``/``run_id`` for W&B, ``path`` for a
-    W&B run directory or a folder, ``url`` for a plain link)."""
+    (``tracking_uri`` and ``run_id`` for MLflow, and ``path``, the database file, for a local store
+    (``tracking_uri`` ``sqlite:////ABS/PATH``); ``entity``/``project``/``run_id`` for W&B, ``path`` for a W&B run
+    directory or a folder, ``url`` for a plain link)."""
 
     uri: str
     scheme: RunScheme
@@ -59,23 +64,44 @@ def _error(uri: str, what: str, example: str) -> RunError:
 def _mlflow_ref(uri: str, tracking_uri: str, run_id: str) -> RunRef:
     if not run_id or not _RUN_ID.match(run_id):
         raise _error(uri, f"the MLflow run id {run_id!r} is missing or has characters a run id cannot have",
-                     "mlflow://mlflow.internal:5000/0123456789abcdef0123456789abcdef")
+                     _SQLITE_EXAMPLE if tracking_uri.startswith("sqlite:")
+                     else "mlflow://mlflow.internal:5000/0123456789abcdef0123456789abcdef")
+    if tracking_uri.startswith("sqlite:"):
+        return RunRef(uri=uri, scheme="mlflow", run_id=run_id, tracking_uri=tracking_uri,
+                      path=Path(tracking_uri.removeprefix("sqlite:///")))
     return RunRef(uri=uri, scheme="mlflow", run_id=run_id, tracking_uri=tracking_uri.rstrip("/"))
 
 
-def _tracking_url(uri: str, tracking_uri: str) -> str:
-    """The http(s) base URL of an MLflow tracking server given as http(s):// or mlflow://."""
+def _tracking_base(uri: str, tracking_uri: str) -> str:
+    """The http(s) base URL of an MLflow tracking server given as http(s):// or mlflow://, or the
+    ``sqlite:////ABS/PATH`` URI of a local store (SQLAlchemy's form: three slashes, then the absolute path)."""
     parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme == "sqlite" and not parts.netloc and parts.path.startswith("//"):
+        return f"sqlite:///{parts.path[1:]}"
     scheme = {"mlflow": "http", "mlflow+https": "https", "http": "http", "https": "https"}.get(parts.scheme)
     if scheme is None or not parts.hostname:
-        raise _error(uri, f"the tracking URI {tracking_uri!r} is not an http(s) MLflow tracking server",
-                     "tracking URI http://mlflow.internal:5000")
+        raise _error(uri, f"the tracking URI {tracking_uri!r} is neither an http(s) MLflow tracking server nor a "
+                          "sqlite store named by its absolute path",
+                     "tracking URI http://mlflow.internal:5000 or sqlite:////data/runs/mlflow.db")
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
+def _sqlite_ref(uri: str, parts: urllib.parse.SplitResult) -> RunRef:
+    """``mlflow+sqlite:///ABS/PATH/mlflow.db/RUN_ID``: a run in the local MLflow store whose database is that file
+    (its path percent-encoded where it must be)."""
+    if parts.netloc:
+        raise _error(uri, f"a local MLflow store is named by its absolute path, after three slashes, not by "
+                          f"{parts.netloc!r}", _SQLITE_EXAMPLE)
+    database, _, run_id = urllib.parse.unquote(parts.path).rpartition("/")
+    if not database.strip("/"):
+        raise _error(uri, "no database file before the run id", _SQLITE_EXAMPLE)
+    return _mlflow_ref(uri, f"sqlite:///{database}", run_id)
+
+
 def parse_run_uri(uri: str, tracking_uri: str | None = None) -> RunRef:
-    """Parse a run URI into a :class:`RunRef`; ``tracking_uri`` (an http(s) MLflow server) is needed only by the
-    ``runs:/RUN_ID`` form. Raises :class:`RunError` naming the URI, what is wrong and a good example.
+    """Parse a run URI into a :class:`RunRef`; ``tracking_uri`` (an http(s) MLflow server, or a local store as
+    ``sqlite:////ABS/PATH/mlflow.db``) is needed only by the ``runs:/RUN_ID`` form. Raises :class:`RunError`
+    naming the URI, what is wrong and a good example.
 
     A path without a scheme is a folder run, or a W&B run directory when its name is wandb's
     (``offline-run-…``/``run-…``) or it holds a ``run-*.wandb`` log. Nothing is read over the network.
@@ -91,6 +117,8 @@ def parse_run_uri(uri: str, tracking_uri: str | None = None) -> RunRef:
         prefix, _, run_id = parts.path.rstrip("/").rpartition("/")
         base = ("https" if scheme == "mlflow+https" else "http") + f"://{parts.netloc}{prefix}"
         return _mlflow_ref(uri, base, run_id)
+    if scheme == "mlflow+sqlite":
+        return _sqlite_ref(uri, parts)
     if scheme == "runs":
         run_id, _, rest = parts.path.lstrip("/").partition("/")
         if rest:
@@ -98,7 +126,7 @@ def parse_run_uri(uri: str, tracking_uri: str | None = None) -> RunRef:
         if not tracking_uri:
             raise _error(uri, "runs:/ needs the MLflow tracking URI (none was configured)",
                          "mlflow://mlflow.internal:5000/" + (run_id or "0123456789abcdef"))
-        return _mlflow_ref(uri, _tracking_url(uri, tracking_uri), run_id)
+        return _mlflow_ref(uri, _tracking_base(uri, tracking_uri), run_id)
     if scheme == "wandb":
         names = [parts.netloc, *parts.path[1:].removesuffix("/").split("/")] if parts.path else [parts.netloc]
         if len(names) != 3 or not all(names):

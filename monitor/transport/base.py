@@ -1,8 +1,9 @@
 """Transport-neutral types: the record a consumer sees and the producer/consumer/transport protocols.
 
-Two implementations exist: :class:`monitor.transport.memory.MemoryBus` (embedded, in-process) and
-:class:`monitor.transport.kafka.KafkaTransport` (Apache Kafka). Code above this layer depends only
-on the protocols defined here, so either can be swapped in.
+Three implementations exist: :class:`monitor.transport.memory.MemoryBus` (embedded, in-process), and for
+Apache Kafka :class:`monitor.transport.kafka.KafkaTransport` (kafka-python) and
+:class:`monitor.transport.confluent.ConfluentTransport` (confluent-kafka). Code above this layer depends only
+on the protocols defined here, so any of them can be swapped in.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ from monitor.transport.base import (
     validate_topic,
 )
 
-__all__ = ["REBUILD_REASONS", "KafkaTransport", "RebuildReason", "ensure_topics", "wait_until_ready"]
+__all__ = ["REBUILD_REASONS", "KafkaTransport", "RebuildReason", "ensure_topics", "read_tail", "rebuild_counter",
+           "wait_until_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,19 @@ REBUILD_REASONS: tuple[RebuildReason, ...] = ("producer_id_reset", "fatal_error"
 _kafka_log = logging.getLogger("kafka")
 if _kafka_log.level == logging.NOTSET:
     _kafka_log.setLevel(logging.WARNING)
+
+
+def rebuild_counter(registry: CollectorRegistry | None) -> Counter:
+    """``inferwatch_transport_producer_rebuilds_total{reason}`` on ``registry`` (a private one if None), every
+    reason present from the start; both Kafka backends count their producer rebuilds in it."""
+    counter = Counter(
+        "inferwatch_transport_producer_rebuilds_total",
+        "Kafka producer clients replaced because they could no longer deliver (producer id reset after an "
+        "expired batch, a fatal error, their I/O thread gone, or closed under us), by reason.",
+        ("reason",), registry=CollectorRegistry() if registry is None else registry)
+    for reason in REBUILD_REASONS:
+        counter.labels(reason=reason)
+    return counter
 
 
 def _unreachable(bootstrap: str, timeout_s: float, exc: BaseException) -> TransportError:
@@ -105,6 +119,62 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 30) -> None:
         admin.close()
     if not cluster.get("brokers"):
         raise TransportError(f"Kafka at {bootstrap} answered but lists no brokers")
+
+
+def read_tail(bootstrap: str, topic: str, records: int, timeout_s: float = 30.0) -> list[Message]:
+    """The last ``records`` records of every partition of ``topic`` (fewer where a partition holds fewer), up to
+    the end offsets at the time of the call, in partition then offset order; read without a consumer group
+    (nothing is committed). A topic that does not exist yet has no tail.
+
+    Raises
+    ------
+    TransportError
+        The broker is unreachable, or the records are not all read within ``timeout_s``.
+    """
+    validate_topic(topic)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                 client_id="inferwatch-tail", request_timeout_ms=max(1000, int(timeout_s * 1000)),
+                                 consumer_timeout_ms=500)
+    except KafkaError as exc:
+        raise _unreachable(bootstrap, timeout_s, exc) from exc
+    deadline = time.monotonic() + timeout_s
+    out: list[Message] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        end = consumer.end_offsets(tps)
+        begin = consumer.beginning_offsets(tps)
+        remaining = set()
+        for tp in tps:
+            consumer.seek(tp, max(begin[tp], end[tp] - records))
+            if max(begin[tp], end[tp] - records) < end[tp]:
+                remaining.add(tp)
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TransportError(f"reading the last {records} records of {topic!r} at {bootstrap} took more "
+                                     f"than {timeout_s:g} s")
+            for tp, batch in consumer.poll(timeout_ms=200, max_records=5000).items():
+                out.extend(_message(r) for r in batch if r.offset < end[tp])
+            for tp in list(remaining):
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+                    consumer.pause(tp)
+    except KafkaError as exc:
+        raise TransportError(f"reading the tail of {topic!r} at {bootstrap} failed: {exc}") from exc
+    finally:
+        consumer.close()
+    return sorted(out, key=lambda m: (m.partition, m.offset))
+
+
+def _message(r: Any) -> Message:
+    """A kafka-python ``ConsumerRecord`` as a :class:`Message`."""
+    return Message(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                   value=b"" if r.value is None else r.value,
+                   headers=tuple((name, data) for name, data in (r.headers or ())), timestamp_ms=r.timestamp)
 
 
 def ensure_topics(
@@ -233,13 +303,7 @@ class KafkaTransport(Transport):
         self._lock = threading.Lock()
         self._open: set[_KafkaProducer | _KafkaConsumer] = set()
         self._closed = False
-        self._rebuild_counter = Counter(
-            "inferwatch_transport_producer_rebuilds_total",
-            "Kafka producer clients replaced because they could no longer deliver (producer id reset after an "
-            "expired batch, a fatal error, their I/O thread gone, or closed under us), by reason.",
-            ("reason",), registry=CollectorRegistry() if registry is None else registry)
-        for reason in REBUILD_REASONS:
-            self._rebuild_counter.labels(reason=reason)
+        self._rebuild_counter = rebuild_counter(registry)
 
     def producer(self) -> Producer:
         """Create an idempotent producer (``acks="all"``) that replaces its client when the client breaks.
@@ -546,18 +610,7 @@ class _KafkaConsumer(Consumer):
             raise TransportError(f"poll failed: {exc}") from exc
         out: list[Message] = []
         for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)):
-            out.extend(
-                Message(
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    key=r.key,
-                    value=b"" if r.value is None else r.value,
-                    headers=tuple((name, data) for name, data in (r.headers or ())),
-                    timestamp_ms=r.timestamp,
-                )
-                for r in batches[tp]
-            )
+            out.extend(_message(r) for r in batches[tp])
         return out
 
     def lag(self) -> dict[tuple[str, int], int]:

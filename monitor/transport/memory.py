@@ -190,6 +190,20 @@ class MemoryBus(Transport):
             self._cond.notify_all()
         return member
 
+    def tail(self, topic: str, records: int) -> list[Message]:
+        """The last ``records`` retained records of every partition of ``topic``, in partition then offset order
+        (:func:`monitor.transport.kafka.read_tail` of this bus)."""
+        with self._cond:
+            self._check_open()
+            found = self._topics.get(validate_topic(topic))
+            if found is None:
+                return []
+            out: list[Message] = []
+            for log in found.logs:
+                first = max(log.start, log.end - records)
+                out.extend(log.read(first, log.end - first))
+            return out
+
     def close(self) -> None:
         """Close the bus: later sends, polls and commits raise; blocked polls wake up and raise."""
         with self._cond:
