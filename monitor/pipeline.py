@@ -132,6 +132,7 @@ class Pipeline:
         self._bad = RateLimitedLog(log)
         self._last_commit = clock()
         self._results_tail = results_tail
+        self._unflushed = False  # results sent since the last flush
         self._published: dict[str, int] = {}  # ids of windows read back from the results topic -> index
         # (model/version, partition) -> position of the last event of its last published window, while replaying
         self._done_until: dict[tuple[str, TopicPartition], Resume] = {}
@@ -196,9 +197,12 @@ class Pipeline:
         safe = {tp: pos for tp, pos in self._windows.safe_positions(self._consumed).items()
                 if self._committed.get(tp) != pos}
         self._last_commit = self._clock()
+        if not safe and not self._unflushed:
+            return
+        self._producer.flush()  # results published: the next owner reads them back (even with no offset to move)
+        self._unflushed = False
         if not safe:
             return
-        self._producer.flush()
         try:
             self._consumer.commit({tp: offset for tp, (offset, _) in safe.items()},
                                   {tp: f"skip={skip}" for tp, (_, skip) in safe.items() if skip})
@@ -461,6 +465,7 @@ class Pipeline:
         self._producer.send(self.config.topics.results, msgspec.json.encode(result, enc_hook=plain),
                             window.key.encode(),
                             [("content-type", b"application/json"), (STATE_HEADER, carried)])
+        self._unflushed = True
         if self._on_result is not None:
             self._on_result(result)
         observe = partial(Observation, model=result.model, version=result.version, window=result.index,
