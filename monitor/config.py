@@ -99,12 +99,26 @@ class TopicsConfig(_Strict, frozen=True):
 
 
 class WindowConfig(_Strict, frozen=True):
-    """Tumbling windows per model version: a window closes at ``size`` events, or after ``max_seconds``
-    of wall time once it holds ``min_samples`` (so a quiet model still gets results)."""
+    """Tumbling windows per model version (see :mod:`monitor.windows`), cut by count or by event time.
+
+    By count (``duration_s`` unset): a window closes at ``size`` events, or after ``max_seconds`` of wall time
+    once it holds ``min_samples`` (so a quiet model still gets results).
+
+    By event time (``duration_s`` set): a window holds the events of ``duration_s`` seconds of event time
+    (aligned to the Unix epoch) and closes when a later event of its version is ``lateness_s`` past its end.
+    ``late_events`` says what happens to an event whose window has closed: ``drop`` (counted) or ``next`` (added
+    to the first window still open, counted); ``max_rows`` bounds the events one window keeps (more are counted
+    and dropped); a version silent for ``max_seconds`` of wall time has its open windows closed. Detectors need
+    ``min_samples`` events in a window either way. In both modes a request id seen twice in a window is dropped
+    and counted."""
 
     size: Positive = 500
     max_seconds: PositiveFloat = 300.0
     min_samples: Positive = 30
+    duration_s: PositiveFloat | None = None
+    lateness_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    late_events: Literal["drop", "next"] = "drop"
+    max_rows: Positive = 100_000
 
 
 Effect = Annotated[float, msgspec.Meta(ge=0, le=1)]

@@ -81,6 +81,8 @@ class DaemonMetrics:
     windows_closed: Counter
     windows_replayed: Counter
     window_events: Gauge
+    window_dropped: Counter
+    late_events: Counter
     drift_detected: Gauge
     window_seconds: Histogram
     commits: Counter
@@ -130,6 +132,13 @@ def daemon_metrics(registry: CollectorRegistry) -> DaemonMetrics:
                                  "published already: not evaluated nor published again.", mv, registry=registry),
         window_events=Gauge("inferwatch_window_open_events", "Events held in open windows.",
                             registry=registry),
+        window_dropped=Counter("inferwatch_window_dropped_events_total",
+                               "Valid events no window took: late (their event-time window had closed), duplicate "
+                               "(their request id was in the window already) or full (the window held "
+                               "window.max_rows).", (*mv, "reason"), registry=registry),
+        late_events=Counter("inferwatch_late_events_total",
+                            "Events whose event-time window had closed, by what became of them (window.late_events).",
+                            (*mv, "action"), registry=registry),
         drift_detected=Gauge("inferwatch_drift_detected",
                              "1 when the last window of this detector found drift, else 0.",
                              (*mv, "detector"), registry=registry),

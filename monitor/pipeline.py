@@ -42,7 +42,7 @@ from monitor.metrics import DaemonMetrics, export_lag, export_result, observe_ev
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
 from monitor.variants import MISMATCH_REASONS, VariantWatch
-from monitor.windows import ClosedWindow, Resume, TopicPartition, Windows
+from monitor.windows import ClosedWindow, PublishedEnds, Resume, TopicPartition, Windows
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,12 @@ class Pipeline:
             models=[(m.name, m.version) for m in config.models], clock=clock)
         self._on_result = on_result
         self._clock = clock
-        self._windows = Windows(config.window.size, config.window.max_seconds, config.window.min_samples,
-                                sizes={m.key: m.window_size for m in config.models if m.window_size is not None})
+        w = config.window
+        self._windows = Windows(w.size, w.max_seconds, w.min_samples,
+                                sizes={m.key: m.window_size for m in config.models if m.window_size is not None},
+                                duration_s=w.duration_s, lateness_s=w.lateness_s, late=w.late_events,
+                                max_rows=w.max_rows)
+        self._dropped_exported: dict[tuple[str, str], int] = {}
         quality = config.detect.quality
         self._joins = FeedbackJoin(quality)
         self._join_stats = self._joins.stats
@@ -134,8 +138,8 @@ class Pipeline:
         self._results_tail = results_tail
         self._unflushed = False  # results sent since the last flush
         self._published: dict[str, int] = {}  # ids of windows read back from the results topic -> index
-        # (model/version, partition) -> position of the last event of its last published window, while replaying
-        self._done_until: dict[tuple[str, TopicPartition], Resume] = {}
+        # (model/version, partition) -> where its published windows ended there, while replaying
+        self._done_until: dict[tuple[str, TopicPartition], PublishedEnds] = {}
         self._skipped: dict[tuple[str, TopicPartition], int] = {}
         self.messages = 0
 
@@ -182,6 +186,7 @@ class Pipeline:
             self._evaluate(window)
             closed += 1
         self._metrics.window_events.set(self._windows.open_events)
+        self._export_dropped()
         self._alerting.tick()
         self._joins.expire(self._latest_time)  # feedback TTL runs on event time
         self._export_joins()
@@ -246,7 +251,7 @@ class Pipeline:
             return
         latest: dict[str, tuple[int, dict[str, object]]] = {}
         published: dict[str, int] = {}
-        done_until: dict[tuple[str, TopicPartition], Resume] = {}
+        ends_by: dict[tuple[str, TopicPartition], list[tuple[int, Resume]]] = {}
         for record in self._results_tail():
             try:
                 p = msgspec.json.decode(record.value, type=_Published)
@@ -260,38 +265,44 @@ class Pipeline:
             if key not in self._models or not isinstance(state, dict):
                 continue
             published[p.window_id] = p.index
-            ends = state.get("ends")
+            ends, slot = state.get("ends"), state.get("slot", 0)
             for topic, partition, offset, event in ends if isinstance(ends, list) else ():
-                where = (key, (str(topic), int(partition)))
-                done_until[where] = max(done_until.get(where, (-1, -1)), (int(offset), int(event)))
+                ends_by.setdefault((key, (str(topic), int(partition))), []).append(
+                    (int(slot) if isinstance(slot, int) else 0, (int(offset), int(event))))
             if p.index >= latest.get(key, (-1, {}))[0]:
                 latest[key] = (p.index, state)
-        resumed = {}
+        resumed, watermarks = {}, {}
         for key, (index, state) in latest.items():
             if index < self._windows.next_index(key):
                 continue  # this process holds that window's state, or a newer one
             detectors = state.get("detectors")
             refused = self._models[key].restore(detectors if isinstance(detectors, dict) else {})
             resumed[key] = index + 1
+            if isinstance(watermark := state.get("watermark"), (int, float)):
+                watermarks[key] = float(watermark)
             log.info("%s goes on after its window #%d, published before%s", key, index,
                      f" (starting afresh: {', '.join(refused)})" if refused else "")
-        self._windows.resume(resumed, published)
+        self._windows.resume(resumed, published, watermarks)
         self._published = published
-        self._done_until = done_until
+        self._done_until = {where: PublishedEnds(ends) for where, ends in ends_by.items()}
         self._skipped = {}
 
-    def _published_before(self, key: str, message: Message, index: int) -> bool:
-        """Whether this event of ``key`` lies in a window already published (see :meth:`_resume_from_results`)."""
-        where = (key, (message.topic, message.partition))
-        end = self._done_until.get(where)
-        if end is None:
+    def _published_before(self, event: InferenceEvent, message: Message, index: int) -> bool:
+        """Whether this event lies in a window already published (see :meth:`_resume_from_results` and
+        :class:`~monitor.windows.PublishedEnds`)."""
+        where = (event.key, (message.topic, message.partition))
+        ends = self._done_until.get(where)
+        if ends is None:
             return False
-        if (message.offset, index) <= end:
+        position = (message.offset, index)
+        if position <= ends.last:
+            if not ends.covers(self._windows.natural_slot(event.time), position):
+                return False
             self._skipped[where] = self._skipped.get(where, 0) + 1
             return True
         del self._done_until[where]
         if self._skipped.get(where):
-            log.info("%s: skipped %d event(s) of %s-%d read again, already in published windows", key,
+            log.info("%s: skipped %d event(s) of %s-%d read again, already in published windows", event.key,
                      self._skipped.pop(where), message.topic, message.partition)
         return False
 
@@ -327,7 +338,7 @@ class Pipeline:
             elif isinstance(event, FeedbackEvent):
                 self._metrics.feedback_consumed.labels(model=event.model, version=event.version).inc()
                 self._feedback(message, model, event, decoded.batch)
-            elif self._done_until and self._published_before(event.key, message, index):
+            elif self._done_until and self._published_before(event, message, index):
                 continue
             else:
                 self._check_variant(event)
@@ -391,13 +402,12 @@ class Pipeline:
             if joined is not None:
                 self._joined(model, None, None, joined.accepted)
         payload = None if event.payload is None else msgspec.json.encode(event.payload)  # sampled ones only
-        window = self._windows.add(event.key, model.layout, values,
+        closed = self._windows.add(event.key, model.layout, values,
                                    (message.topic, message.partition, message.offset, index), event.time,
-                                   self._clock(), payload)
-        if window is None:
-            return 0
-        self._evaluate(window)
-        return 1
+                                   self._clock(), payload, event.request_id)
+        for window in closed:
+            self._evaluate(window)
+        return len(closed)
 
     def _feedback(self, message: Message, model: WatchedModel, event: FeedbackEvent, batch: bool) -> None:
         label = model.class_index(event.label) if event.label is not None else None
@@ -426,6 +436,21 @@ class Pipeline:
         m.feedback_evicted.labels(kind="inference").inc(stats.evicted_inferences - before.evicted_inferences)
         m.feedback_evicted.labels(kind="feedback").inc(stats.evicted_feedback - before.evicted_feedback)
         self._join_stats = stats
+
+    def _export_dropped(self) -> None:
+        """Count the events windows set aside since the last call (late, duplicate request ids, full)."""
+        for (key, reason), count in self._windows.dropped.items():
+            new = count - self._dropped_exported.get((key, reason), 0)
+            if not new:
+                continue
+            self._dropped_exported[(key, reason)] = count
+            model, version = key.rsplit("/", 1)
+            if reason == "late_next":
+                self._metrics.late_events.labels(model=model, version=version, action="next_window").inc(new)
+                continue
+            self._metrics.window_dropped.labels(model=model, version=version, reason=reason).inc(new)
+            if reason == "late":
+                self._metrics.late_events.labels(model=model, version=version, action="dropped").inc(new)
 
     def _reject(self, message: Message, error: EventError) -> None:
         self._metrics.events_rejected.labels(reason=error.reason).inc()
@@ -461,7 +486,8 @@ class Pipeline:
         log.info("window %s #%d: %d events; %s", result.window_id, result.index, result.n_events,
                  "; ".join(f"{f.detector}: {f.summary}" for f in found if f.drifted) or "nothing found")
         carried = msgspec.json.encode({"index": result.index, "detectors": model.state(),
-                                       "ends": [[t, p, o, e] for (t, p), (o, e) in window.last_positions.items()]})
+                                       "ends": [[t, p, o, e] for (t, p), (o, e) in window.last_positions.items()],
+                                       "slot": window.slot, "watermark": self._windows.watermark(window.key)})
         self._producer.send(self.config.topics.results, msgspec.json.encode(result, enc_hook=plain),
                             window.key.encode(),
                             [("content-type", b"application/json"), (STATE_HEADER, carried)])

@@ -1,20 +1,43 @@
-"""Tumbling windows of inference events, one open window per model version.
+"""Tumbling windows of inference events per model version, cut by count or by event time.
 
-A window holds at most ``size`` rows in preallocated arrays (memory is bounded by the number of watched
-model versions times ``size``). Its id is derived from the transport position of its first event — record
-offset, and the event's index inside a batch record when it is not the first — so a window replayed after a
-crash or rebalance gets the same id and a consumer of results can recognise it.
+By count (the default) a window closes at ``size`` events, or after ``max_seconds`` of wall time once it holds
+``min_samples``. Its id derives from the transport position of its first event (record offset, and the event's
+index inside a batch record when it is not the first), so a window replayed after a crash or a rebalance gets the
+same id and its result is recognised.
+
+By event time (``duration_s``) window *k* of a model version holds the events whose time lies in
+``[k·d, (k+1)·d)``, aligned to the Unix epoch so that every process cuts the same windows; its id names its start
+in milliseconds (``m/1@t1700000000000``). It closes when the version's *watermark*, the latest event time seen,
+passes its end by ``lateness_s``. An event whose window has closed is *late*: counted, and dropped or added to
+the first window still open (``late="next"``). A window keeps at most ``max_rows`` events (more are counted and
+dropped); a version that sends nothing for ``max_seconds`` of wall time has its open windows closed.
+
+Either way an event whose request id its window already holds is dropped and counted (a retried request), and
+a window's index, its place among its version's windows, is given as it closes. Memory is bounded by the watched
+versions times their open windows (at most ``lateness_s / duration_s + 2`` each) times the rows they keep.
 
 >>> ws = Windows(size=2, max_seconds=60.0, min_samples=1)
 >>> layout = {"numeric": Column(1), "prediction": Column(None, np.int64, -1)}
 >>> ws.add("m/1", layout, {"numeric": [0.5], "prediction": 1}, ("t", 0, 7, 0), event_time=1.0, now=0.0)
->>> closed = ws.add("m/1", layout, {"numeric": [0.7]}, ("t", 0, 8, 0), event_time=2.0, now=0.0)
+[]
+>>> (closed,) = ws.add("m/1", layout, {"numeric": [0.7]}, ("t", 0, 8, 0), event_time=2.0, now=0.0)
 >>> closed.window_id, closed.n, closed.features.tolist(), closed.predictions.tolist()
 ('m/1@t-0:7', 2, [[0.5], [0.7]], [1])
+
+By event time, ten-second windows with two seconds of lateness:
+
+>>> ws = Windows(size=2, max_seconds=60.0, min_samples=1, duration_s=10.0, lateness_s=2.0)
+>>> [ws.add("m/1", layout, {"numeric": [t]}, ("t", 0, o, 0), event_time=t, now=0.0)
+...  for o, t in enumerate([3.0, 11.0, 9.0, 12.5])][-1][0].window_id   # 9.0 is in time; 12.5 closes [0, 10)
+'m/1@t0'
+>>> ws.add("m/1", layout, {"numeric": [8.0]}, ("t", 0, 4, 0), event_time=8.0, now=0.0), ws.dropped
+([], {('m/1', 'late'): 1})
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -50,11 +73,14 @@ Values = Mapping[str, "Sequence[float] | float | None"]
 @dataclass
 class _Open:
     key: str
-    index: int
+    slot: int  # 0 by count; the window's number (start / duration) by event time
     window_id: str
-    opened_at: float
-    size: int
-    columns: dict[str, np.ndarray]  # name -> (size,) or (size, width)
+    opened_at: float  # wall clock
+    updated_at: float  # wall clock of its latest event
+    limit: int  # the most events it holds
+    layout: Layout
+    columns: dict[str, np.ndarray]  # name -> (capacity,) or (capacity, width)
+    capacity: int
     n: int = 0
     first_time: float = float("inf")
     last_time: float = float("-inf")
@@ -62,6 +88,7 @@ class _Open:
     last_positions: dict[TopicPartition, Resume] = field(default_factory=dict)
     payloads: list[tuple[int, bytes]] = field(default_factory=list)
     payload_bytes: int = 0
+    request_ids: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -75,12 +102,14 @@ class ClosedWindow:
     columns: Mapping[str, np.ndarray]
     first_time: float
     last_time: float
-    reason: str  # "full", "timeout", "shutdown" or "offline"
+    reason: str  # "full", "watermark", "timeout", "shutdown" or "offline"
     #: (row, encoded payload) of raw payloads its events carried, in row order, within :data:`MAX_PAYLOADS` and
     #: :data:`MAX_PAYLOAD_BYTES`
     payloads: tuple[tuple[int, bytes], ...] = ()
     #: (offset, index in the record) of its last event in each partition it read from
     last_positions: Mapping[TopicPartition, Resume] = field(default_factory=dict)
+    #: its number among event-time windows (start / duration); 0 by count
+    slot: int = 0
 
     @property
     def features(self) -> np.ndarray:
@@ -102,52 +131,86 @@ class ClosedWindow:
         return rows if len(rows) else None
 
 
-class Windows:
-    """Count-based tumbling windows with a wall-clock timeout, per key (``model/version``)."""
+LATE_ACTIONS = ("drop", "next")
+"""What happens to an event whose event-time window has closed: dropped, or added to the first window still open."""
+DROP_REASONS = ("late", "duplicate", "full")
+"""Why :meth:`Windows.add` set an event aside (counted in :attr:`Windows.dropped`)."""
+_GROW_FROM = 1024  # rows an event-time window allocates first; it doubles up to ``max_rows``
 
-    def __init__(self, size: int, max_seconds: float, min_samples: int, sizes: Mapping[str, int] | None = None) -> None:
+
+class Windows:
+    """Tumbling windows per key (``model/version``): by count with a wall-clock timeout, or by event time."""
+
+    def __init__(self, size: int, max_seconds: float, min_samples: int, sizes: Mapping[str, int] | None = None,
+                 *, duration_s: float | None = None, lateness_s: float = 0.0, late: str = "drop",
+                 max_rows: int = 100_000) -> None:
+        if late not in LATE_ACTIONS:
+            raise ValueError(f"late must be one of {LATE_ACTIONS}, got {late!r}")
         self.size = size
         self.sizes = dict(sizes or {})  # per-key sizes that override ``size`` (a slow LLM, a busy CNN)
         self.max_seconds = max_seconds
         self.min_samples = min_samples
-        self._open: dict[str, _Open] = {}
+        self.duration_s = duration_s
+        self.lateness_s = lateness_s
+        self.late = late
+        self.max_rows = max_rows
+        #: events set aside per (key, reason), reasons in :data:`DROP_REASONS`; late events added to the next
+        #: window are counted under ``(key, "late_next")``
+        self.dropped: dict[tuple[str, str], int] = {}
+        self._open: dict[str, dict[int, _Open]] = {}  # key -> slot -> window
+        self._watermark: dict[str, float] = {}  # key -> latest event time (event-time windows)
         self._next_index: dict[str, int] = {}
         self._known: dict[str, int] = {}  # window id -> index of windows closed by an earlier process
 
     def add(self, key: str, layout: Layout, values: Values, position: Position, event_time: float,
-            now: float, payload: bytes | None = None) -> ClosedWindow | None:
+            now: float, payload: bytes | None = None, request_id: str = "") -> list[ClosedWindow]:
         """Append one event's values (missing names keep the column's fill) and its encoded raw payload, if it
         carried one and the window's payloads stay within :data:`MAX_PAYLOADS` and :data:`MAX_PAYLOAD_BYTES`
-        (else it is not kept); return the window if it is full."""
-        w = self._open.get(key)
-        if w is None:
-            w = self._start(key, layout, position, now)
-        for name, value in values.items():
-            if value is not None:
-                w.columns[name][w.n] = value
-        if payload is not None and len(w.payloads) < MAX_PAYLOADS and \
-                w.payload_bytes + len(payload) <= MAX_PAYLOAD_BYTES:
-            w.payloads.append((w.n, payload))
-            w.payload_bytes += len(payload)
-        w.n += 1
-        w.first_time = min(w.first_time, event_time)
-        w.last_time = max(w.last_time, event_time)
-        w.first_positions.setdefault((position[0], position[1]), (position[2], position[3]))
-        w.last_positions[(position[0], position[1])] = (position[2], position[3])
-        return self._close(key, "full") if w.n >= w.size else None
+        (else it is not kept); return the windows it closed (a full one; by event time, those the watermark
+        passed). A late event (when dropped), a request id its window holds or a full event-time window sets
+        the event aside, counted in :attr:`dropped`."""
+        if self.duration_s is None:
+            w = self._window(key, 0, layout, position, now)
+            if self._put(w, values, position, event_time, now, payload, request_id) and w.n >= w.limit:
+                return [self._close(key, 0, "full")]
+            return []
+        slot, late = self._slot(key, event_time)
+        if late:
+            self._count(key, "late" if slot is None else "late_next")
+        if slot is not None:
+            w = self._window(key, slot, layout, position, now)
+            self._put(w, values, position, event_time, now, payload, request_id)
+        self._watermark[key] = max(self._watermark.get(key, event_time), event_time)
+        return self._close_passed(key)
+
+    def natural_slot(self, event_time: float) -> int:
+        """The number of the event-time window an event at ``event_time`` belongs to, late or not (0 by count)."""
+        return 0 if self.duration_s is None else math.floor(event_time / self.duration_s)
 
     def expired(self, now: float) -> list[ClosedWindow]:
-        """Close windows open longer than ``max_seconds`` that hold at least ``min_samples`` events."""
-        due = [k for k, w in self._open.items() if now - w.opened_at >= self.max_seconds and w.n >= self.min_samples]
-        return [self._close(k, "timeout") for k in due]
+        """By count: close windows open longer than ``max_seconds`` that hold at least ``min_samples`` events.
+        By event time: close every open window of a key that got no event for ``max_seconds`` (and move its
+        watermark past them, so that their events are late from then on)."""
+        if self.duration_s is None:
+            due = [k for k, slots in self._open.items()
+                   if now - slots[0].opened_at >= self.max_seconds and slots[0].n >= self.min_samples]
+            return [self._close(k, 0, "timeout") for k in due]
+        closed: list[ClosedWindow] = []
+        for key in [k for k, slots in self._open.items()
+                    if now - max(w.updated_at for w in slots.values()) >= self.max_seconds]:
+            last = max(self._open[key])
+            self._watermark[key] = max(self._watermark.get(key, 0.0),
+                                       (last + 1) * self.duration_s + self.lateness_s)
+            closed += [self._close(key, slot, "timeout") for slot in sorted(self._open[key])]
+        return closed
 
     def close_all(self, reason: str) -> list[ClosedWindow]:
         """Close every open window now, whatever it holds (shutdown of the embedded bus)."""
-        return [self._close(k, reason) for k in list(self._open)]
+        return [self._close(key, slot, reason) for key in list(self._open) for slot in sorted(self._open[key])]
 
     def drop_all(self) -> int:
         """Forget every open window (their events are read again after a rebalance); returns the events dropped.
-        Window ids come from positions, so the replayed windows keep theirs."""
+        Window ids come from positions or event times, so the replayed windows keep theirs."""
         dropped = self.open_events
         self._open.clear()
         return dropped
@@ -157,47 +220,165 @@ class Windows:
         still holds events of that partition; then at that window's first event, which may sit inside a
         batch record (the events of the record before it belong to closed windows and are skipped on replay)."""
         safe = {tp: (offset, 0) for tp, offset in consumed.items()}
-        for w in self._open.values():
-            for tp, first in w.first_positions.items():
-                if tp in safe:
-                    safe[tp] = min(safe[tp], first)
+        for slots in self._open.values():
+            for w in slots.values():
+                for tp, first in w.first_positions.items():
+                    if tp in safe:
+                        safe[tp] = min(safe[tp], first)
         return safe
 
-    def resume(self, next_index: Mapping[str, int], known: Mapping[str, int]) -> None:
+    def resume(self, next_index: Mapping[str, int], known: Mapping[str, int],
+               watermarks: Mapping[str, float] | None = None) -> None:
         """Go on from where another process left off: per key, the index of its next new window (raised, never
-        lowered); ``known`` maps the ids of windows that process closed to their indices, so that a window read
-        again (the same first event: the same id) gets its index back. Replaces what an earlier call knew."""
+        lowered) and, by event time, its watermark (likewise); ``known`` maps the ids of windows that process
+        closed to their indices, so that a window read again (the same id) gets its index back. Replaces what an
+        earlier call knew."""
         for key, index in next_index.items():
             self._next_index[key] = max(self._next_index.get(key, 0), index)
+        for key, time in (watermarks or {}).items():
+            self._watermark[key] = max(self._watermark.get(key, time), time)
         self._known = dict(known)
 
     def next_index(self, key: str) -> int:
-        """The index the next new window of ``key`` gets."""
+        """The index the next window of ``key`` to close gets."""
         return self._next_index.get(key, 0)
+
+    def watermark(self, key: str) -> float | None:
+        """The latest event time of ``key`` (event-time windows; None by count or before its first event)."""
+        return self._watermark.get(key)
 
     @property
     def open_events(self) -> int:
-        return sum(w.n for w in self._open.values())
+        return sum(w.n for slots in self._open.values() for w in slots.values())
 
-    def _start(self, key: str, layout: Layout, position: Position, now: float) -> _Open:
-        topic, partition, offset, event = position
-        window_id = f"{key}@{topic}-{partition}:{offset}" + (f"+{event}" if event else "")
-        index = self._known.pop(window_id, None)
+    def _slot(self, key: str, event_time: float) -> tuple[int | None, bool]:
+        """(the event-time window an event of ``key`` at ``event_time`` joins, None when late and dropped;
+        whether it is late)."""
+        slot = self.natural_slot(event_time)
+        first_open = self._first_open_slot(key)
+        if slot >= first_open:
+            return slot, False
+        return (None if self.late == "drop" else first_open), True
+
+    def _time_window_id(self, key: str, slot: int) -> str:
+        """The id of ``key``'s event-time window number ``slot``: its start, in milliseconds since the epoch."""
+        assert self.duration_s is not None
+        return f"{key}@t{round(slot * self.duration_s * 1000)}"
+
+    def _first_open_slot(self, key: str) -> int:
+        """The first event-time window of ``key`` the watermark has not closed (any, before its first event)."""
+        assert self.duration_s is not None
+        watermark = self._watermark.get(key)
+        if watermark is None:
+            return -(1 << 62)
+        slot = math.floor((watermark - self.lateness_s) / self.duration_s)
+        return slot + 1 if (slot + 1) * self.duration_s + self.lateness_s <= watermark else slot
+
+    def _window(self, key: str, slot: int, layout: Layout, position: Position, now: float) -> _Open:
+        slots = self._open.setdefault(key, {})
+        w = slots.get(slot)
+        if w is not None:
+            return w
+        if self.duration_s is None:
+            topic, partition, offset, event = position
+            window_id = f"{key}@{topic}-{partition}:{offset}" + (f"+{event}" if event else "")
+            limit = capacity = self.sizes.get(key, self.size)
+        else:
+            window_id, limit = self._time_window_id(key, slot), self.max_rows
+            capacity = min(_GROW_FROM, limit)
+        w = _Open(key=key, slot=slot, window_id=window_id, opened_at=now, updated_at=now, limit=limit,
+                  layout=layout, columns={name: _allocate(c, capacity) for name, c in layout.items()},
+                  capacity=capacity)
+        slots[slot] = w
+        return w
+
+    def _put(self, w: _Open, values: Values, position: Position, event_time: float, now: float,
+             payload: bytes | None, request_id: str) -> bool:
+        """Append an event to ``w`` unless its request id is there already or ``w`` is full; returns whether it
+        was."""
+        if request_id:
+            if request_id in w.request_ids:
+                self._count(w.key, "duplicate")
+                return False
+            w.request_ids.add(request_id)
+        if w.n >= w.limit:
+            self._count(w.key, "full")
+            return False
+        if w.n == w.capacity:  # event-time windows grow, doubling, up to their limit
+            w.capacity = min(2 * w.capacity, w.limit)
+            w.columns = {name: _grown(w.layout[name], values, w.capacity) for name, values in w.columns.items()}
+        for name, value in values.items():
+            if value is not None:
+                w.columns[name][w.n] = value
+        if payload is not None and len(w.payloads) < MAX_PAYLOADS and \
+                w.payload_bytes + len(payload) <= MAX_PAYLOAD_BYTES:
+            w.payloads.append((w.n, payload))
+            w.payload_bytes += len(payload)
+        w.n += 1
+        w.updated_at = now
+        w.first_time = min(w.first_time, event_time)
+        w.last_time = max(w.last_time, event_time)
+        w.first_positions.setdefault((position[0], position[1]), (position[2], position[3]))
+        w.last_positions[(position[0], position[1])] = (position[2], position[3])
+        return True
+
+    def _close_passed(self, key: str) -> list[ClosedWindow]:
+        """Close, oldest first, the event-time windows of ``key`` the watermark passed by ``lateness_s``."""
+        first_open = self._first_open_slot(key)
+        return [self._close(key, slot, "watermark") for slot in sorted(self._open.get(key, ())) if slot < first_open]
+
+    def _count(self, key: str, reason: str) -> None:
+        self.dropped[(key, reason)] = self.dropped.get((key, reason), 0) + 1
+
+    def _close(self, key: str, slot: int, reason: str) -> ClosedWindow:
+        slots = self._open[key]
+        w = slots.pop(slot)
+        if not slots:
+            del self._open[key]
+        index = self._known.pop(w.window_id, None)
         if index is None:
             index = self._next_index.get(key, 0)
             self._next_index[key] = index + 1
-        size = self.sizes.get(key, self.size)
-        columns: dict[str, np.ndarray] = {
-            name: np.full(size if c.width is None else (size, c.width), c.fill, dtype=c.dtype)
-            for name, c in layout.items()}
-        w = _Open(key=key, index=index, window_id=window_id, opened_at=now, size=size, columns=columns)
-        self._open[key] = w
-        return w
-
-    def _close(self, key: str, reason: str) -> ClosedWindow:
-        w = self._open.pop(key)
         # The buffers belong to this window alone (a new window allocates its own): slices, no copies.
-        return ClosedWindow(key=w.key, index=w.index, window_id=w.window_id, n=w.n,
+        return ClosedWindow(key=w.key, index=index, window_id=w.window_id, n=w.n,
                             columns={name: values[: w.n] for name, values in w.columns.items()},
                             first_time=w.first_time, last_time=w.last_time, reason=reason,
-                            payloads=tuple(w.payloads), last_positions=dict(w.last_positions))
+                            payloads=tuple(w.payloads), last_positions=dict(w.last_positions), slot=w.slot)
+
+
+class PublishedEnds:
+    """Where the published windows of one model version ended in one partition, to tell which events read
+    again after a restart were in one of them: an event at ``position`` whose own window is number ``slot``
+    was in a published window if one numbered ``slot`` or later ended at or after ``position``.
+
+    By count every window is number 0, so that is "at or before the last published end". By event time the
+    rule also covers late events (in a window after their own, or dropped) and windows whose events
+    interleave in the partition: a window that closed before an event was read ended before it.
+
+    >>> ends = PublishedEnds([(3, (10, 0)), (4, (8, 0)), (5, (20, 0))])
+    >>> ends.covers(4, (15, 0)), ends.covers(4, (21, 0)), ends.covers(5, (12, 0)), ends.last
+    (True, False, True, (20, 0))
+    """
+
+    def __init__(self, ends: Sequence[tuple[int, Resume]]) -> None:
+        ordered = sorted(ends)
+        self._slots = [slot for slot, _ in ordered]
+        self._latest: list[Resume] = []  # the latest end among windows numbered self._slots[i] or later
+        for _, end in reversed(ordered):
+            self._latest.append(max(end, self._latest[-1]) if self._latest else end)
+        self._latest.reverse()
+        self.last: Resume = self._latest[0] if self._latest else (-1, -1)
+
+    def covers(self, slot: int, position: Resume) -> bool:
+        i = bisect.bisect_left(self._slots, slot)
+        return i < len(self._slots) and position <= self._latest[i]
+
+
+def _allocate(column: Column, rows: int) -> np.ndarray:
+    return np.full(rows if column.width is None else (rows, column.width), column.fill, dtype=column.dtype)
+
+
+def _grown(column: Column, values: np.ndarray, rows: int) -> np.ndarray:
+    grown = _allocate(column, rows)
+    grown[: len(values)] = values
+    return grown

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -28,17 +29,24 @@ WINDOWS = 30
 KEY = f"{MODEL}/{VERSION}".encode()
 
 
-def _stream() -> list[bytes]:
-    """30 windows of events: 10 like the reference, then a shift too small for any one window (0.15 sd of f1),
-    which the slow-drift CUSUM accumulates; one-event records."""
+def _stream(timed: bool) -> list[bytes]:
+    """30 windows of events (one a second): 10 like the reference, then a shift too small for any one window
+    (0.15 sd of f1), which the slow-drift CUSUM accumulates; one-event records. ``timed``: for event-time
+    windows of WINDOW seconds, the events' times jittered by up to 8 s either way (out of order; with 5 s of
+    lateness some are late) and every 50th event sent again three events later (a retried request)."""
     rng = np.random.default_rng(17)
-    clean = events(10 * WINDOW, rng)
-    shifted = events(20 * WINDOW, rng, shift=0.15, start=1_700_000_000.0 + 10 * WINDOW)
-    return [encode_event(e) for e in clean + shifted]
+    stream = events(10 * WINDOW, rng) + events(20 * WINDOW, rng, shift=0.15, start=1_700_000_000.0 + 10 * WINDOW)
+    if timed:
+        jitter = rng.uniform(-8.0, 8.0, size=len(stream))
+        stream = [msgspec.structs.replace(e, time=max(e.time + float(j), 1_700_000_000.0))
+                  for e, j in zip(stream, jitter, strict=True)]
+        for i in range(len(stream) - 4, 0, -50):
+            stream.insert(i + 3, stream[i])
+    return [encode_event(e) for e in stream]
 
 
-def _produce(bootstrap: str, topic: str, batch: bool) -> None:
-    records = _stream()
+def _produce(bootstrap: str, topic: str, batch: bool, timed: bool = False) -> None:
+    records = _stream(timed)
     transport = KafkaTransport(bootstrap)
     try:
         producer = transport.producer()
@@ -54,7 +62,7 @@ def _produce(bootstrap: str, topic: str, batch: bool) -> None:
 
 
 def _config(folder: Path, bootstrap: str, suffix: str, instance: str, models: tuple[str, ...] = (MODEL,),
-            window: int = WINDOW, partitions: int = 1) -> Path:
+            window: int = WINDOW, partitions: int = 1, timed: bool = False) -> Path:
     profile = write_profile(folder)
     config = folder / f"{suffix}-{instance}.yaml"
     listed = "\n".join(f'  - {{name: {m}, version: "{VERSION}", profile: {profile}}}' for m in models)
@@ -64,7 +72,8 @@ models:
 kafka: {{bootstrap: "{bootstrap}", group: "g-{suffix}", instance_id: "{instance}", session_timeout_s: 6,
          partitions: {partitions}}}
 topics: {{events: "ev-{suffix}", feedback: "fb-{suffix}", results: "res-{suffix}", deadletter: "dl-{suffix}"}}
-window: {{size: {window}, max_seconds: 3600}}
+window: {{size: {window}, max_seconds: 3600{
+    f", duration_s: {WINDOW}, lateness_s: 5, late_events: next" if timed else ""}}}
 detect: {{slo: {{threshold_s: 0.0005, objective: 0.99}}}}
 server: {{port: {free_port()}}}
 """)
@@ -95,40 +104,55 @@ def _results(bootstrap: str, suffix: str) -> list[dict[str, object]]:
     return out
 
 
-def _run(folder: Path, bootstrap: str, suffix: str, kill_after: tuple[int, ...]) -> list[dict[str, object]]:
+def _run(folder: Path, bootstrap: str, suffix: str, kill_after: tuple[int, ...], timed: bool = False,
+         counted: dict[str, float] | None = None) -> list[dict[str, object]]:
     """Run a detector over the topic; SIGKILL it as soon as the results topic holds each of ``kill_after``
-    results and start it again; once all windows are published and the events read, stop it with SIGTERM."""
-    config = _config(folder, bootstrap, suffix, f"detector-{suffix}")
-    for i, count in enumerate((*kill_after, WINDOWS)):
+    results and start it again; once all windows are published and the events read, stop it with SIGTERM
+    (by event time the last window stays open: no later event moves the watermark past it). ``counted``
+    receives the last detector's late and duplicate event counts."""
+    config = _config(folder, bootstrap, suffix, f"detector-{suffix}", timed=timed)
+    windows = WINDOWS - 1 if timed else WINDOWS
+    for i, count in enumerate((*kill_after, windows)):
         with _daemon(config, folder / f"{suffix}-{i}.log") as (process, daemon):
             wait_until(lambda n=count, p=process: len(_results(bootstrap, suffix)) >= n or p.poll() is not None,
                        f"{count} results", timeout_s=180)
             assert process.poll() is None, (folder / f"{suffix}-{i}.log").read_text()
-            if count < WINDOWS:
+            if count < windows:
                 process.send_signal(signal.SIGKILL)
                 process.wait(DEADLINE_S)
                 continue
             # caught up: every event read (none left in the partition) and nothing open
             wait_until(lambda: daemon.metric("inferwatch_events_consumed_total", model=MODEL, version=VERSION)
-                       >= 1 and daemon.metric("inferwatch_window_open_events") == 0
+                       >= 1 and (timed or daemon.metric("inferwatch_window_open_events") == 0)
                        and daemon.metric("inferwatch_consumer_lag_records", topic=f"ev-{suffix}", partition="0")
                        == 0, "the detector to catch up", timeout_s=180)
+            if counted is not None:
+                counted["late"] = daemon.metric("inferwatch_late_events_total", model=MODEL, version=VERSION,
+                                                action="next_window")
+                counted["duplicate"] = daemon.metric("inferwatch_window_dropped_events_total", model=MODEL,
+                                                     version=VERSION, reason="duplicate")
             process.send_signal(signal.SIGTERM)
             assert process.wait(DEADLINE_S) == 0
     return _results(bootstrap, suffix)
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["one-event-records", "batch-records"])
+@pytest.mark.parametrize(("batch", "timed"), [(False, False), (True, False), (True, True)],
+                         ids=["one-event-records", "batch-records", "event-time-batch-records"])
 def test_a_killed_and_restarted_detector_publishes_exactly_what_an_uninterrupted_one_does(
-        tmp_path: Path, kafka_bootstrap: str, batch: bool) -> None:
+        tmp_path: Path, kafka_bootstrap: str, batch: bool, timed: bool) -> None:
     clean, killed = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     for suffix in (clean, killed):
         ensure_topics(kafka_bootstrap, {f"ev-{suffix}": 1, f"fb-{suffix}": 1, f"res-{suffix}": 1, f"dl-{suffix}": 1})
-        _produce(kafka_bootstrap, f"ev-{suffix}", batch)
-    expected = _run(tmp_path, kafka_bootstrap, clean, kill_after=())
-    got = _run(tmp_path, kafka_bootstrap, killed, kill_after=(4, 12))
+        _produce(kafka_bootstrap, f"ev-{suffix}", batch, timed)
+    counted: dict[str, float] = {}
+    expected = _run(tmp_path, kafka_bootstrap, clean, kill_after=(), timed=timed, counted=counted)
+    got = _run(tmp_path, kafka_bootstrap, killed, kill_after=(4, 12), timed=timed)
 
-    assert [r["index"] for r in expected] == list(range(WINDOWS))
+    assert [r["index"] for r in expected] == list(range(WINDOWS - 1 if timed else WINDOWS))
+    if timed:  # the stream has what event time is about: late events (added to the next window), retries
+        assert counted["late"] > 0 and counted["duplicate"] > 0, counted
+        assert [r["window_id"] for r in expected[:2]] == [f"{MODEL}/{VERSION}@t1700000000000",
+                                                           f"{MODEL}/{VERSION}@t1700000200000"]
     cusum = [r["results"]["slow_drift"]["statistic"] for r in expected]  # type: ignore[index]
     assert max(cusum[10:]) > 1.0, cusum  # the CUSUM carries evidence across the restarts: state to lose
     ids = [r["window_id"] for r in got]
