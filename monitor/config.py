@@ -72,6 +72,11 @@ class KafkaConfig(_Strict, frozen=True):
     (the broker accepts 6-300 s by default). With ``instance_id`` (static membership: a name unique in the
     group and stable across restarts, e.g. the pod's name) a restarted detector takes its partitions back at
     once, without a rebalance.
+
+    ``assignment`` is the group's rebalance protocol: ``eager`` (every member gives up every partition at each
+    rebalance) or ``cooperative`` (cooperative-sticky, KIP-429: only the partitions that move are revoked, the
+    others keep being read). Every member of a group must use the same one. Either way a detector commits what
+    is safe when partitions are revoked, drops its open windows and reads its partitions again from the commits.
     """
 
     bootstrap: Name
@@ -83,6 +88,7 @@ class KafkaConfig(_Strict, frozen=True):
     resume_lookback: Positive = 2000
     session_timeout_s: Annotated[float, msgspec.Meta(ge=6, le=300)] = 10.0
     instance_id: Name | None = None
+    assignment: Literal["eager", "cooperative"] = "eager"
 
     def __post_init__(self) -> None:
         # Looked up without importing it; msgspec reports the ValueError at this section's path (kafka).

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from monitor.alerts import AlertedWindow, Alerting, AlertMetrics, AlertRules, Channel, Observation
 from monitor.config import Config
 from monitor.detection import REGISTRY, DetectorClass
-from monitor.errors import CommitRejected, EventError
+from monitor.errors import CommitRejected, EventError, TransportError
 from monitor.evaluation import WatchedModel, WindowResult, plain
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
 from monitor.feedback import FeedbackJoin
@@ -112,6 +112,7 @@ class Pipeline:
                 metrics.variant_mismatches.labels(model=m.name, version=m.version, reason=reason)
         self._consumer = consumer
         self._producer = producer
+        consumer.on_revoke(self._revoked)
         self._metrics = metrics
         self._alerting = alerting if alerting is not None else Alerting(
             AlertRules(config.alerts), channels, AlertMetrics(CollectorRegistry()),
@@ -124,6 +125,7 @@ class Pipeline:
                                 duration_s=w.duration_s, lateness_s=w.lateness_s, late=w.late_events,
                                 max_rows=w.max_rows)
         self._dropped_exported: dict[tuple[str, str], int] = {}
+        self._dropped_on_revoke = False  # open windows dropped at a revocation: read their events again
         quality = config.detect.quality
         self._joins = FeedbackJoin(quality)
         self._join_stats = self._joins.stats
@@ -174,7 +176,7 @@ class Pipeline:
         """One poll: handle its records, close due windows, commit when a window closed or every 5 s."""
         messages = self._consumer.poll(poll_timeout_s)
         export_lag(self._metrics, self._consumer.lag(), self._lagging)
-        if self._consumer.rebalances != self._assignments and self._reassigned():
+        if (self._consumer.rebalances != self._assignments or self._dropped_on_revoke) and self._reassigned():
             messages = []  # read again from the last commit, after the rewind
         closed = 0
         for message in messages:
@@ -219,6 +221,21 @@ class Pipeline:
         self._committed.update(safe)
         self._metrics.commits.inc()
 
+    def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """A rebalance is about to take ``partitions`` (called from inside the poll, before another member is
+        given them): publish what closed and commit what is safe while this member still may, so that the next
+        owner reads as little again as it can; then drop every open window (nothing partial is published). The
+        assignment that follows reads from those commits again (:meth:`_reassigned`)."""
+        log.info("partitions revoked: %s; committing what is safe", ", ".join(f"{t}-{p}" for t, p in partitions))
+        try:
+            self.commit()
+        except TransportError as exc:  # the next owner reads from the last commit that went through
+            log.warning("offsets not committed before the rebalance: %s", exc)
+        dropped = self._windows.drop_all()
+        if dropped:
+            self._dropped_on_revoke = True
+            log.info("dropped %d event(s) of open windows, to be read again from the commit", dropped)
+
     def _reassigned(self) -> bool:
         """The consumer was (re)assigned partitions. If this pipeline held anything uncommitted (open windows,
         records read past the last commit), drop it and read every partition it owns again from the last commit,
@@ -227,8 +244,9 @@ class Pipeline:
         self._assignments = self._consumer.rebalances
         if not first:
             self._metrics.rebalances.inc()
-        held = self._windows.open_events > 0 or any(
+        held = self._windows.open_events > 0 or self._dropped_on_revoke or any(
             self._committed.get(tp, (None, 0))[0] != offset for tp, offset in self._consumed.items())
+        self._dropped_on_revoke = False
         self._resumed.clear()
         if held:
             self._producer.flush()  # this process's results are on the topic before it is read back

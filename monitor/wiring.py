@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from prometheus_client import CollectorRegistry
 
 from monitor.alerts import (
@@ -89,12 +90,16 @@ def build_transport(config: Config, registry: CollectorRegistry | None = None) -
         membership: dict[str, object] = {"session.timeout.ms": session_ms, "heartbeat.interval.ms": heartbeat_ms}
         if k.instance_id is not None:
             membership["group.instance.id"] = k.instance_id
+        if k.assignment == "cooperative":
+            membership["partition.assignment.strategy"] = "cooperative-sticky"
         transport: Transport = ConfluentTransport(k.bootstrap, client_id=k.client_id, registry=registry,
                                                   extra_consumer=membership)
     else:
         membership = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": heartbeat_ms}
         if k.instance_id is not None:
             membership["group_instance_id"] = k.instance_id
+        if k.assignment == "cooperative":
+            membership["partition_assignment_strategy"] = (CooperativeStickyAssignor,)
         transport = KafkaTransport(k.bootstrap, client_id=k.client_id, registry=registry, extra_consumer=membership)
     wait_until_ready(k.bootstrap, timeout_s=KAFKA_READY_TIMEOUT_S)
     if k.create_topics:

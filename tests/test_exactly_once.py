@@ -62,7 +62,7 @@ def _produce(bootstrap: str, topic: str, batch: bool, timed: bool = False) -> No
 
 
 def _config(folder: Path, bootstrap: str, suffix: str, instance: str, models: tuple[str, ...] = (MODEL,),
-            window: int = WINDOW, partitions: int = 1, timed: bool = False) -> Path:
+            window: int = WINDOW, partitions: int = 1, timed: bool = False, assignment: str = "eager") -> Path:
     profile = write_profile(folder)
     config = folder / f"{suffix}-{instance}.yaml"
     listed = "\n".join(f'  - {{name: {m}, version: "{VERSION}", profile: {profile}}}' for m in models)
@@ -70,7 +70,7 @@ def _config(folder: Path, bootstrap: str, suffix: str, instance: str, models: tu
 models:
 {listed}
 kafka: {{bootstrap: "{bootstrap}", group: "g-{suffix}", instance_id: "{instance}", session_timeout_s: 6,
-         partitions: {partitions}}}
+         partitions: {partitions}, assignment: {assignment}}}
 topics: {{events: "ev-{suffix}", feedback: "fb-{suffix}", results: "res-{suffix}", deadletter: "dl-{suffix}"}}
 window: {{size: {window}, max_seconds: 3600{
     f", duration_s: {WINDOW}, lateness_s: 5, late_events: next" if timed else ""}}}
@@ -171,9 +171,12 @@ def _lag(daemon: Daemon, suffix: str) -> float:
                for p in range(4))
 
 
-def test_detectors_joining_leaving_and_dying_publish_every_window_once(tmp_path: Path, kafka_bootstrap: str) -> None:
+@pytest.mark.parametrize("assignment", ["eager", "cooperative"])
+def test_detectors_joining_leaving_and_dying_publish_every_window_once(tmp_path: Path, kafka_bootstrap: str,
+                                                                       assignment: str) -> None:
     """Two detectors on a 4-partition topic, a third added mid-stream, then one stopped with SIGTERM and one
-    killed: every window of every model published exactly once, with its index and its count."""
+    killed: every window of every model published exactly once, with its index and its count (with either
+    rebalance protocol)."""
     suffix = uuid.uuid4().hex[:8]
     ensure_topics(kafka_bootstrap, {f"ev-{suffix}": 4, f"fb-{suffix}": 4, f"res-{suffix}": 4, f"dl-{suffix}": 1})
     rng = np.random.default_rng(5)
@@ -187,7 +190,8 @@ def test_detectors_joining_leaving_and_dying_publish_every_window_once(tmp_path:
                 producer.send(f"ev-{suffix}", per_model[m][i], f"{m}/{VERSION}".encode())
         producer.flush(DEADLINE_S)
 
-    configs = {name: _config(tmp_path, kafka_bootstrap, suffix, name, MODELS, SMALL, 4) for name in "abc"}
+    configs = {name: _config(tmp_path, kafka_bootstrap, suffix, name, MODELS, SMALL, 4, assignment=assignment)
+               for name in "abc"}
     try:
         with _daemon(configs["a"], tmp_path / "a.log") as (a, _), \
                 _daemon(configs["b"], tmp_path / "b.log") as (b, _):

@@ -367,6 +367,29 @@ def test_a_new_member_makes_the_group_read_again_from_the_last_commit(harness: H
     assert not seen["a"] & seen["b"]  # the partitions are split, not shared
 
 
+def test_a_member_about_to_lose_partitions_is_told_inside_poll_and_may_commit_them(harness: Harness) -> None:
+    """What the pipeline's revoke listener relies on: before a partition moves to a new member, the member that
+    had it hears which ones go, from inside its poll, and a commit it makes then is what the group keeps."""
+    topic, group = harness.new_topic(), _name("g")
+    send_all(harness.transport.producer(), topic, [(b"k%d" % i, b"%d" % i) for i in range(30)])
+    a = harness.transport.consumer([topic], group)
+    revoked: list[tuple[str, int]] = []
+
+    def listener(partitions: Sequence[tuple[str, int]]) -> None:
+        revoked.extend(partitions)
+        a.commit({tp: 1 for tp in partitions}, {tp: "skip=1" for tp in partitions})
+
+    a.on_revoke(listener)
+    drain(a, 30)
+    b = harness.transport.consumer([topic], group)
+    wait_until(lambda: (a.poll(0.1), b.poll(0.1)) and bool(revoked) and b.rebalances >= 1,
+               "the first member told its partitions are revoked")
+    assert all(t == topic for t, _ in revoked)
+    for tp in set(revoked):
+        assert b.committed(*tp) == (1, "skip=1")
+    a.on_revoke(None)
+
+
 def test_memory_poll_wakes_on_send_and_close() -> None:
     """A poll waiting an hour returns as soon as a record arrives, and raises as soon as the bus closes: the
     generous deadline below is a minute, so a poll that only looked again at its timeout cannot pass."""
@@ -516,6 +539,33 @@ def test_kafka_client_in_the_config_picks_the_backend(kafka_bootstrap: str, kafk
     transport = build_transport(config)
     try:
         assert type(transport) is {"kafka-python": KafkaTransport, "confluent": ConfluentTransport}[kafka_client]
+    finally:
+        transport.close()
+
+
+@pytest.mark.kafka
+def test_kafka_assignment_cooperative_revokes_only_the_partitions_that_move(
+        kafka_bootstrap: str, kafka_client: str) -> None:
+    """``kafka.assignment: cooperative``: when a second member joins, the first gives up only the partitions
+    that move to the newcomer and keeps the others (eager members give up all three: see the revoke test)."""
+    if kafka_client == "confluent":
+        pytest.importorskip("confluent_kafka", reason="the confluent backend needs inferwatch[confluent]")
+    topic, group = _name("t"), _name("g")
+    ensure_topics(kafka_bootstrap, {topic: PARTITIONS})
+    config = Config(models=[], kafka=KafkaConfig(bootstrap=kafka_bootstrap, client=kafka_client,
+                                                 assignment="cooperative", create_topics=False))
+    transport = build_transport(config)
+    try:
+        send_all(transport.producer(), topic, [(b"k%d" % i, b"%d" % i) for i in range(30)])
+        a = transport.consumer([topic], group)
+        revoked: list[tuple[str, int]] = []
+        a.on_revoke(revoked.extend)
+        drain(a, 30)
+        b = transport.consumer([topic], group)
+        wait_until(lambda: (a.poll(0.1), b.poll(0.1)) and bool(revoked) and b.rebalances >= 1
+                   and len(a.lag()) + len(b.lag()) == PARTITIONS, "the newcomer assigned its partitions")
+        kept = set(a.lag())
+        assert 0 < len(kept) < PARTITIONS and set(revoked) == {(topic, p) for p in range(PARTITIONS)} - kept
     finally:
         transport.close()
 

@@ -127,6 +127,13 @@ class Consumer(Protocol):
         where none was committed)."""
         ...
 
+    def on_revoke(self, listener: Callable[[Sequence[tuple[str, int]]], None] | None) -> None:
+        """Have ``listener(partitions)`` called from inside :meth:`poll` when a rebalance is about to take
+        partitions from this member: the last moment to commit their offsets (it may call :meth:`commit`). On
+        Kafka it runs before another member is given them; on the embedded bus at this member's next poll.
+        None removes it."""
+        ...
+
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         """Return up to ``max_records`` records, waiting up to ``timeout_s`` if none are ready.
 

@@ -546,6 +546,8 @@ class _ConfluentConsumer(Consumer):
         self._ck = owner._ck
         self._closed = False
         self._assigned = 0  # counted by _on_assign, inside poll()
+        self._revoke_listener: Callable[[Sequence[tuple[str, int]]], None] | None = None
+        self._in_callback = False
         # librdkafka holds a synchronous commit for the group coordinator up to session.timeout.ms (45 s), whatever
         # the request timeout, and a committed() lookup or a close behind it as long: they run on this thread, in
         # order, and are waited for request_timeout_ms.
@@ -562,6 +564,15 @@ class _ConfluentConsumer(Consumer):
 
     def _on_revoke(self, _client: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
         log.info("Kafka consumer group rebalancing: %d partition(s) revoked", len(partitions))
+        if partitions and self._revoke_listener is not None:
+            self._in_callback = True  # its commits run right here, on the thread librdkafka called back on
+            try:
+                self._revoke_listener(sorted((tp.topic, tp.partition) for tp in partitions))
+            finally:
+                self._in_callback = False
+
+    def on_revoke(self, listener: Callable[[Sequence[tuple[str, int]]], None] | None) -> None:
+        self._revoke_listener = listener
 
     def _on_lost(self, _client: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
         log.warning("Kafka consumer lost %d partition(s) (its session expired)", len(partitions))
@@ -666,9 +677,14 @@ class _ConfluentConsumer(Consumer):
                 raise ValueError(f"offset for {topic}[{partition}] must be an int >= 0, got {offset!r}")
             note = (metadata or {}).get((topic, partition), "")
             request.append(ck.TopicPartition(topic, partition, offset, metadata=note))
+        def commit() -> list[confluent_kafka.TopicPartition]:
+            return self._handle.commit(offsets=request, asynchronous=False)
+
         try:
-            results = self._bounded(f"commit of {len(request)} partition(s)",
-                                    lambda: self._handle.commit(offsets=request, asynchronous=False))
+            # inside a rebalance callback librdkafka serves a commit made on its own thread (one from the offsets
+            # thread could wait there until the callback returns)
+            results = commit() if self._in_callback else self._bounded(f"commit of {len(request)} partition(s)",
+                                                                       commit)
         except ck.KafkaException as exc:
             raise self._commit_error(len(request), exc.args[0], exc) from exc
         for tp in results:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -59,6 +59,11 @@ _TOPIC_METADATA_WAIT_S = 10.0
 _REBUILD_INTERVAL_S = 1.0
 #: How often a flush checks that its client can still complete records.
 _FLUSH_CHECK_S = 0.5
+#: Bytes of records kafka-python gathers into one record batch of a partition. Its default (16 KiB) is smaller than
+#: one batch envelope (up to 900 KB), so each envelope would travel alone in its own batch and produce request;
+#: 1,000,000 fits several under the broker's default ``message.max.bytes`` (1,048,588) and halves the sending
+#: thread's share of the GIL at the benchmark's envelope size (benchmarks/producer_throughput.py).
+_BATCH_SIZE = 1_000_000
 
 #: Why a producer's kafka-python client was replaced (the ``reason`` label of the rebuilds counter).
 RebuildReason = Literal["producer_id_reset", "fatal_error", "io_thread_stopped", "closed"]
@@ -282,6 +287,7 @@ class KafkaTransport(Transport):
             "acks": "all",
             "enable_idempotence": True,
             "compression_type": None,
+            "batch_size": _BATCH_SIZE,
             "linger_ms": linger_ms,
             "max_block_ms": max_block_ms,
             "request_timeout_ms": request_timeout_ms,
@@ -354,7 +360,7 @@ class KafkaTransport(Transport):
                 while client.partitions_for_topic(name) is None and time.monotonic() < deadline:
                     time.sleep(0.05)
             consumer = _KafkaConsumer(client, self)
-            client.subscribe(list(names), listener=_Assignments(consumer))
+            client.subscribe(list(names), listener=_Assignments(consumer, client))
         except KafkaError as exc:
             raise self._connect_error("consumer", exc) from exc
         self._register(consumer)
@@ -569,16 +575,39 @@ class _KafkaProducer(Producer):
             raise TransportError(f"closing the Kafka producer failed: {exc}") from exc
 
 
-class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Counts assignments; kafka-python calls it from inside ``poll`` once the group has settled."""
+class _Assignments(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Counts assignments and hands revocations to the consumer's listener. kafka-python 3 runs these on its IO
+    thread, inside the loop that a blocking call (a commit, a flush) needs: the listener runs on a thread of its
+    own while this coroutine waits for it without holding the loop, so that its commit (and the heartbeats) go
+    through. The caller's ``poll`` does not return before."""
 
-    def __init__(self, consumer: _KafkaConsumer) -> None:
+    def __init__(self, consumer: _KafkaConsumer, client: KafkaConsumer) -> None:
         self._consumer = consumer
+        self._client = client
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
+    async def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("Kafka consumer group rebalancing: %d partition(s) revoked", len(revoked))
+        listener = self._consumer.revoke_listener
+        if not revoked or listener is None:
+            return
+        partitions = sorted((tp.topic, tp.partition) for tp in revoked)
+        done, failed = threading.Event(), []
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+        def call() -> None:
+            try:
+                listener(partitions)
+            except BaseException as exc:  # raised again on the loop, where kafka-python logs it
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="inferwatch-revoke", daemon=True).start()
+        while not done.is_set():
+            await self._client._net.sleep(0.005)
+        if failed:
+            raise failed[0]
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         self._consumer.assigned += 1
         log.info("Kafka consumer assigned %d partition(s): %s", len(assigned),
                  ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(assigned)) or "none")
@@ -594,10 +623,14 @@ class _KafkaConsumer(Consumer):
         self._owner = owner
         self._closed = False
         self.assigned = 0  # counted by _Assignments, inside poll()
+        self.revoke_listener: Callable[[Sequence[tuple[str, int]]], None] | None = None
 
     @property
     def rebalances(self) -> int:
         return self.assigned
+
+    def on_revoke(self, listener: Callable[[Sequence[tuple[str, int]]], None] | None) -> None:
+        self.revoke_listener = listener
 
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         if timeout_s < 0:

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from monitor.errors import CommitRejected, TransportError
 from monitor.transport.base import (
@@ -336,11 +336,16 @@ class _MemoryConsumer(Consumer):
         self._positions: dict[tuple[str, int], int] = {}
         self._assigned: list[tuple[str, int]] | None = None
         self._rebalances = 0
+        self._revoke_listener: Callable[[Sequence[tuple[str, int]]], None] | None = None
+        self._revoking = False
         self._closed = False
 
     @property
     def rebalances(self) -> int:
         return self._rebalances
+
+    def on_revoke(self, listener: Callable[[Sequence[tuple[str, int]]], None] | None) -> None:
+        self._revoke_listener = listener
 
     def poll(self, timeout_s: float, max_records: int = 500) -> list[Message]:
         if timeout_s < 0:
@@ -366,6 +371,13 @@ class _MemoryConsumer(Consumer):
         bus = self._bus
         assigned = bus._assignment(self)
         if assigned != self._assigned:
+            revoked = sorted(set(self._assigned or ()) - set(assigned))
+            if revoked and self._revoke_listener is not None:
+                self._revoking = True  # it may commit what it still held (the lock is reentrant)
+                try:
+                    self._revoke_listener(revoked)
+                finally:
+                    self._revoking = False
             self._assigned = assigned
             self._rebalances += 1
         committed = bus._committed[self.group]
@@ -401,7 +413,8 @@ class _MemoryConsumer(Consumer):
         bus = self._bus
         with bus._cond:
             self._check_open()
-            if offsets and self._assigned is not None and bus._assignment(self) != self._assigned:
+            if offsets and not self._revoking and self._assigned is not None \
+                    and bus._assignment(self) != self._assigned:
                 raise CommitRejected(f"group {self.group!r} is rebalancing: poll again before committing")
             checked: dict[tuple[str, int], int] = {}
             for (topic, partition), offset in offsets.items():
