@@ -22,7 +22,7 @@ multiple-testing correction spanning all of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import get_args
 
 import numpy as np
@@ -40,7 +40,7 @@ from detectors.categorical import (
 )
 from detectors.chi2 import Chi2Test, chi2_goodness_of_fit, chi2_homogeneity, smallest_p_value_rows
 from detectors.errors import StatisticsError
-from detectors.ks import KSIndex, column_keys, ks_2samp_index, ks_smallest_p_value, locate
+from detectors.ks import KSIndex, KSPValues, ks_p_values, ks_smallest_p_value, ks_statistic, locate, search_rows
 from detectors.multiple_testing import Correction, adjust_p_values
 from detectors.psi import jensen_shannon, psi
 from detectors.reference import ReferenceSample
@@ -67,6 +67,15 @@ class FeatureDrift:
     ``n_current`` / ``n_reference`` count the feature's present (finite) values in the window and the
     reference; ``p_adjusted`` is NaN for a feature that took no part in the correction (no present value,
     or a part that could not reach significance).
+
+    ``p_value`` is the two-sample KS p-value.  Where ``p_settled`` it is what ``scipy.stats.ks_2samp``
+    (``method='auto'``) reports: the exact Smirnov law when ``max(n, m) <= 10,000``, else the asymptotic
+    law ``kstwo.sf(D, round(n m / (n + m)))``.  It is settled wherever the verdict could depend on it, and
+    for small samples (:func:`detectors.ks.ks_p_values`); elsewhere ``p_value`` is the Kolmogorov limit at
+    Stephens' argument, within the bracket of :mod:`detectors.ks` of the settled value (a factor
+    ``exp(bracket_log_ratio(en, p))``: 1.14 at 10,000 against 1,000 values and ``p = 0.1``, 1.28 at
+    ``p = 4.5e-4``).  ``p_adjusted`` is computed from these values; every ``drifted`` verdict is the one
+    settled p-values give.
     """
 
     name: str
@@ -79,6 +88,7 @@ class FeatureDrift:
     wasserstein: float = math.nan
     n_current: int = 0
     n_reference: int = 0
+    p_settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,17 +150,27 @@ class _NumericTests:
 
     ``present`` counts each feature's finite window values; ``smallest_p`` is the smallest p-value its
     KS test could give (:func:`detectors.ks.ks_smallest_p_value`).  Statistics are NaN where a feature
-    has no present value.
+    has no present value.  ``ks`` holds the KS p-values of the features with a present value
+    (``observed``, in feature order): approximate and bracketed until :func:`_settle_family` settles the
+    ones a verdict depends on.
     """
 
     statistic: FloatArray
-    p_value: FloatArray
+    ks: KSPValues
+    observed: IntArray
     psi: FloatArray
     js: FloatArray
     wasserstein: FloatArray
     present: IntArray
     smallest_p: FloatArray
     n_rows: int
+
+    @property
+    def p_value(self) -> FloatArray:
+        """KS p-value per feature (F,), NaN where a feature has no present value."""
+        p = np.full(self.statistic.shape, np.nan)
+        p[self.observed] = self.ks.p_value
+        return readonly(p)
 
 
 def _window(reference: ReferenceSample, current: npt.ArrayLike) -> FloatArray:
@@ -168,21 +188,21 @@ def _window(reference: ReferenceSample, current: npt.ArrayLike) -> FloatArray:
 
 def _dense_tests(ks_index: KSIndex, w1_index: W1Index, std: FloatArray, edges: FloatArray,
                  proportions: FloatArray, columns: FloatArray) -> tuple[FloatArray, ...]:
-    """KS statistic and p, PSI, JS and normalised W1 of sorted finite rows ``columns`` (F, m >= 1)."""
+    """KS statistic, PSI, JS and normalised W1 of sorted finite rows ``columns`` (F, m >= 1)."""
     m = columns.shape[1]
+    ks_index = ks_index.for_window(m)  # fewer knots for a small window
     ranks = locate(ks_index, columns)
-    ks = ks_2samp_index(ks_index, ranks)  # (F,) each
+    statistic = ks_statistic(ks_index, ranks)  # (F,)
     w1 = wasserstein_index(ks_index, w1_index, ranks)  # (F,)
     with np.errstate(divide="ignore", invalid="ignore"):
         w1_norm = np.where(std > 0, w1 / std, np.where(w1 > 0, np.inf, 0.0))  # (F,)
     # PSI/JS bins: #{current <= edge} for every inner edge of every feature, one search for all.
-    n_features, n_edges = edges.shape
-    at_or_below = np.searchsorted(ranks.keys, column_keys(edges), side="right").reshape(
-        n_features, n_edges) - np.arange(n_features)[:, None] * m  # (F, B-1)
+    n_features = edges.shape[0]
+    at_or_below = search_rows(columns, edges, side="right")  # (F, B-1)
     cumulative = np.concatenate([np.zeros((n_features, 1), np.int64), at_or_below,
                                  np.full((n_features, 1), m)], axis=1)  # (F, B+1)
     props = np.diff(cumulative, axis=1) / m  # (F, B)
-    return ks.statistic, ks.p_value, psi(proportions, props), jensen_shannon(proportions, props), w1_norm
+    return statistic, psi(proportions, props), jensen_shannon(proportions, props), w1_norm
 
 
 def _numeric_tests(reference: ReferenceSample, cur: FloatArray) -> _NumericTests:
@@ -195,9 +215,9 @@ def _numeric_tests(reference: ReferenceSample, cur: FloatArray) -> _NumericTests
     """
     m, n_features = cur.shape
     finite = np.isfinite(cur)  # (m, F)
-    present = finite.sum(axis=0).astype(np.int64)  # (F,)
+    present = np.full(n_features, m, dtype=np.int64) if finite.all() else np.count_nonzero(finite, axis=0)  # (F,)
     alone = (present < m) | (reference.present < reference.sorted_values.shape[0])  # (F,)
-    out = np.full((5, n_features), np.nan)  # statistic, p, psi, js, w1 per feature
+    out = np.full((4, n_features), np.nan)  # statistic, psi, js, w1 per feature
     if m and not alone.all():
         dense = np.where(alone, 0.0, cur) if alone.any() else cur  # alone columns are recomputed below
         columns = np.sort(np.ascontiguousarray(dense.T), axis=1)  # (F, m) sorted per feature
@@ -212,9 +232,67 @@ def _numeric_tests(reference: ReferenceSample, cur: FloatArray) -> _NumericTests
                                                 reference.edges[j: j + 1], reference.proportions[j: j + 1],
                                                 column)]
     smallest = ks_smallest_p_value(reference.present, present)  # (F,)
-    statistic, p_value, psi_, js, w1 = (readonly(np.ascontiguousarray(row)) for row in out)
-    return _NumericTests(statistic, p_value, psi_, js, w1, present=present, smallest_p=readonly(smallest),
+    observed = np.flatnonzero(present > 0)  # each test has its own sizes: n_j reference and m_j window values
+    ks = ks_p_values(out[0, observed], reference.present[observed], present[observed])
+    out[0, observed] = ks.statistic  # on SciPy's lattice h / lcm(n, m) in the exact regime
+    statistic, psi_, js, w1 = (readonly(np.ascontiguousarray(row)) for row in out)
+    return _NumericTests(statistic, ks, observed, psi_, js, w1, present=present, smallest_p=readonly(smallest),
                          n_rows=int(m))
+
+
+def _reaches(effect: FloatArray, floor: float) -> BoolArray:
+    """Where an effect size reaches its floor (False for NaN): the verdicts that turn on the p-value."""
+    with np.errstate(invalid="ignore"):
+        reached: BoolArray = effect >= floor
+    return reached
+
+
+#: Relative margin around ``alpha`` inside which a bracketed verdict counts as open (rounding of the correction).
+_MARGIN = 1e-9
+
+
+def _settle_family(tests: _NumericTests, family: BoolArray, matters: BoolArray, other_p: FloatArray,
+                   other_matters: BoolArray, alpha: float, correction: Correction) -> tuple[_NumericTests, FloatArray]:
+    """Settle the KS p-values that a verdict depends on; return the tests and the adjusted p of the family.
+
+    The family is the numeric features in ``family`` (F,), in feature order, then the fixed p-values
+    ``other_p`` (categorical tests).  ``matters`` (F,) and ``other_matters`` say whose verdict turns on its
+    adjusted p-value (its effect size reaches the floor).  Each KS p-value is known to lie in its bracket
+    (:func:`detectors.ks.ks_p_values`), and both corrections are monotone in every p-value, so the
+    adjusted p-values of the lower ends and of the upper ends bound those of the settled p-values: a verdict
+    that is the same at both ends is the verdict of the settled computation.  Until every verdict that
+    matters is, the p-values of the tests left open are settled (SciPy's value): first those whose own
+    verdict is open, then (Benjamini–Hochberg, where one test's p-value moves another's cut-off) those
+    that could still be rejected, then all.  A feature far from every threshold keeps its approximate
+    p-value.
+    """
+    position = np.full(family.size, -1)
+    position[tests.observed] = np.arange(tests.observed.size)
+    members = position[family]  # (k,) positions in tests.ks of the family's numeric tests
+    n_members = members.size
+    if n_members + other_p.size == 0:
+        return tests, np.empty(0)
+    ks = tests.ks
+    needed = np.concatenate([matters[family], other_matters])  # (k + C,)
+    while True:
+        low = adjust_p_values(np.concatenate([ks.lower[members], other_p]), correction)  # (k + C,)
+        high = adjust_p_values(np.concatenate([ks.upper[members], other_p]), correction)
+        certain = (high < alpha * (1 - _MARGIN)) | (low >= alpha * (1 + _MARGIN))
+        if (certain | ~needed).all():
+            break
+        open_ = ~ks.settled[members]  # (k,)
+        pick = open_ & ~certain[:n_members] & needed[:n_members]
+        if not pick.any():
+            pick = open_ & (low[:n_members] < alpha * (1 + _MARGIN))
+        if not pick.any():
+            pick = open_
+        if not pick.any():  # every p-value is settled: the verdicts are the settled ones
+            break
+        chosen = np.zeros(ks.settled.shape, dtype=bool)
+        chosen[members[pick]] = True
+        ks = ks.settle(chosen)
+    adjusted = adjust_p_values(np.concatenate([ks.p_value[members], other_p]), correction)
+    return replace(tests, ks=ks), adjusted
 
 
 def _numeric_result(
@@ -231,11 +309,14 @@ def _numeric_result(
     adjusted = np.full(len(names), np.nan) if p_adjusted is None else p_adjusted
     with np.errstate(invalid="ignore"):
         drifted = (adjusted < alpha) & (tests.statistic >= min_effect)  # (F,) False where NaN
+    settled = np.zeros(len(names), dtype=bool)
+    settled[tests.observed] = tests.ks.settled
     features = tuple(
-        FeatureDrift(name, float(d), float(p), float(pa), float(s), float(j), bool(flag), float(w), int(mj), int(nj))
-        for name, d, p, pa, s, j, flag, w, mj, nj in zip(
+        FeatureDrift(name, float(d), float(p), float(pa), float(s), float(j), bool(flag), float(w), int(mj), int(nj),
+                     bool(ok))
+        for name, d, p, pa, s, j, flag, w, mj, nj, ok in zip(
             names, tests.statistic, tests.p_value, adjusted, tests.psi, tests.js, drifted, tests.wasserstein,
-            tests.present, reference.present, strict=True)
+            tests.present, reference.present, settled, strict=True)
     )
     return FeatureDriftResult(
         features=features,
@@ -292,6 +373,10 @@ def feature_drift(
 
         drifted_j = (p_adjusted_j < alpha) and (ks_statistic_j >= min_effect).
 
+    SciPy's p-value (the exact Smirnov law when ``max(n, m) <= 10,000``) is computed only for the features
+    whose verdict could depend on it; the others keep an approximation (:attr:`FeatureDrift.p_settled` is
+    False), and every verdict is the one SciPy's p-values give (:func:`_settle_family`).
+
     Parameters
     ----------
     reference : ReferenceSample
@@ -337,8 +422,10 @@ def feature_drift(
     tested, reason = _numeric_family(tests, min_samples, alpha, len(reference.feature_names))
     if reason:
         return _numeric_result(reference, tests, None, alpha, correction, min_effect, reason)
+    tests, adjusted = _settle_family(tests, tested, _reaches(tests.statistic, min_effect), np.empty(0),
+                                     np.empty(0, dtype=bool), alpha, correction)
     p_adjusted = np.full(tested.size, np.nan)
-    p_adjusted[tested] = adjust_p_values(tests.p_value[tested], correction)  # (F,)
+    p_adjusted[tested] = adjusted  # (F,)
     return _numeric_result(reference, tests, p_adjusted, alpha, correction, min_effect, "")
 
 
@@ -522,11 +609,11 @@ def window_drift(
 
     # One family: the p-values of every part that could reach significance (Tarone), of features with values.
     in_family = tested if not reason else np.zeros_like(tested)
-    parts = [numeric.p_value[in_family]]
+    other_p, other_matters = np.empty(0), np.empty(0, dtype=bool)
     if cat_tests is not None and cat_ok:
-        parts.append(cat_tests.chi2.p_value)
-    family = np.concatenate(parts)
-    adjusted = adjust_p_values(family, correction) if family.size else np.empty(0)
+        other_p, other_matters = cat_tests.chi2.p_value, _reaches(cat_tests.js_distance, min_effect_categorical)
+    numeric, adjusted = _settle_family(numeric, in_family, _reaches(numeric.statistic, min_effect), other_p,
+                                       other_matters, alpha, correction)
     n_numeric = int(in_family.sum())
     numeric_adjusted = None
     if not reason:

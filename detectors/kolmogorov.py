@@ -33,22 +33,31 @@ def _log_binomials(n: int) -> FloatArray:
     return readonly(special.gammaln(n + 1.0) - special.gammaln(j + 1.0) - special.gammaln(n - j + 1.0))
 
 
+#: Most terms (values x summands) that :func:`_smirnov_sf` holds at once: 8 MiB per temporary.
+_SMIRNOV_CHUNK = 1 << 20
+
+
 def _smirnov_sf(n: int, x: FloatArray) -> FloatArray:
     """One-sided ``P(D+_n >= x)``, like ``scipy.special.smirnov(n, x)``, for 0 < x < 1; shape of ``x``.
 
     Birnbaum & Tingey (1951): ``x * sum_{j=0}^{floor(n(1-x))} C(n,j) (1-x-j/n)^(n-j) (x+j/n)^(j-1)``,
-    all terms positive, summed in log space.  (SciPy evaluates the same sum one value at a time.)
+    all terms positive, summed in log space.  (SciPy evaluates the same sum one value at a time.)  The
+    values are taken in chunks so that memory stays bounded whatever ``n`` and ``x.size`` are.
     """
     if x.size == 0:
         return x.copy()
     j = np.arange(n + 1, dtype=np.float64)  # (J,)
-    xs = x[:, None]  # (k, 1)
-    rest = (n - j) / n - xs  # (k, J) 1 - x - j/n
-    inside = rest > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_term = _log_binomials(n) + (n - j) * np.log(np.where(inside, rest, 1.0)) + (j - 1) * np.log(xs + j / n)
-        terms = np.exp(np.where(inside, log_term, -np.inf))  # (k, J)
-    out: FloatArray = x * terms.sum(axis=1)
+    log_binomials = _log_binomials(n)
+    out = np.empty_like(x)
+    rows = max(1, _SMIRNOV_CHUNK // (n + 1))
+    for start in range(0, x.size, rows):  # bounded memory: usually a single chunk
+        xs = x[start: start + rows, None]  # (k, 1)
+        rest = (n - j) / n - xs  # (k, J) 1 - x - j/n
+        inside = rest > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_term = log_binomials + (n - j) * np.log(np.where(inside, rest, 1.0)) + (j - 1) * np.log(xs + j / n)
+            terms = np.exp(np.where(inside, log_term, -np.inf))  # (k, J)
+        out[start: start + rows] = xs[:, 0] * terms.sum(axis=1)
     return out
 
 

@@ -57,23 +57,32 @@ class W1Index:
     center: FloatArray
     centered: FloatArray
     prefix: FloatArray
-    _mass: dict[int, FloatArray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _levels: dict[int, tuple[FloatArray, FloatArray]] = field(default_factory=dict, init=False, repr=False,
+                                                              compare=False)
 
     def level_mass(self, m: int) -> FloatArray:
         """``P((i+1)/m) - P(i/m)`` for ``i < m``, shape (F, m); memoised for the last few window sizes."""
-        if m not in self._mass:
+        return self._level_grid(m)[1]
+
+    def level_prefix(self, m: int) -> FloatArray:
+        """``P(i/m)`` for ``i <= m``, shape (F, m + 1); memoised like :meth:`level_mass`."""
+        return self._level_grid(m)[0]
+
+    def _level_grid(self, m: int) -> tuple[FloatArray, FloatArray]:
+        if m not in self._levels:
             n = self.centered.shape[1]
             # P at the levels i/m: k = floor(i n / m) whole reference values plus a fraction of a_k.
             level = np.arange(m + 1, dtype=np.int64) * n  # (m+1,) i n
             whole = level // m
             frac = (level - whole * m) / (n * m)  # (m+1,) i/m - k/n
             p_grid = self.prefix[:, whole] / n + frac * self.centered[:, np.minimum(whole, n - 1)]  # (F, m+1)
-            if len(self._mass) >= 4:  # bounded: windows of a stream come in a few sizes
-                self._mass.pop(next(iter(self._mass)))
+            if len(self._levels) >= 4:  # bounded: windows of a stream come in a few sizes
+                self._levels.pop(next(iter(self._levels)))
             mass = np.diff(p_grid, axis=1)
-            mass.setflags(write=False)
-            self._mass[m] = mass
-        return self._mass[m]
+            for arr in (p_grid, mass):
+                arr.setflags(write=False)
+            self._levels[m] = (p_grid, mass)
+        return self._levels[m]
 
     @classmethod
     def from_columns(cls, columns: FloatArray) -> W1Index:
@@ -138,14 +147,13 @@ def wasserstein_index(ks_index: KSIndex, w1_index: W1Index, ranks: CurrentRanks)
     counts = reference_counts(ks_index, ranks, inside, "left")  # exact #{a < c_i}
     feature, i = np.divmod(inside, m)
     c = cur.ravel()[inside]
-    # P(i/m) from the prefix sums (the level mass is P((i+1)/m) - P(i/m))
-    whole = (i * n) // m
-    p0 = w1_index.prefix[feature, whole] / n + ((i * n - whole * m) / (n * m)) * w1_index.centered[feature, whole]
-    p1 = p0 + mass.ravel()[inside]
+    grid = w1_index.level_prefix(m).ravel()  # (F (m+1),) P(i/m) of feature f at f (m+1) + i
+    p0 = grid[inside + feature]  # P(i/m)
+    p1 = grid[inside + feature + 1]  # P((i+1)/m)
     # the bracket straddled the interval; the exact crossing may still be clipped to either end
     at_low, at_high = counts * m <= i * n, counts * m >= (i + 1) * n
     u_star = np.where(at_low, i / m, np.where(at_high, (i + 1) / m, counts / n))
-    p_star = np.where(at_low, p0, np.where(at_high, p1, w1_index.prefix[feature, counts] / n))
+    p_star = np.where(at_low, p0, np.where(at_high, p1, w1_index.prefix.ravel()[feature * (n + 1) + counts] / n))
     term = c * (2 * u_star - (2 * i + 1) / m) + p0 + p1 - 2 * p_star
     total += np.bincount(feature, weights=term, minlength=n_features)
     result: FloatArray = np.maximum(total, 0.0)

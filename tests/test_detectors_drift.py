@@ -24,6 +24,7 @@ from detectors import (
     prediction_drift,
     window_drift,
 )
+from detectors.ks import BRACKET_FLOOR, bracket_log_ratio
 
 NAMES = [f"f{i}" for i in range(8)]
 PRIORS = np.array([0.5, 0.3, 0.2])
@@ -45,6 +46,18 @@ def _window(m: int, seed: int, shift_sd: dict[int, float] | None = None) -> np.n
     for j, k in (shift_sd or {}).items():
         loc[j] += k * scale[j]
     return rng.normal(loc=loc, scale=scale, size=(m, 8))
+
+
+def assert_ks_p_value(p: float, settled: bool, scipy_p: float, n: int, m: int) -> None:
+    """A settled KS p-value is SciPy's; an unsettled one is within the bracket of detectors.ks of it.
+
+    (Shared with the other tests that check a drift result's p-values against ``scipy.stats.ks_2samp``.)"""
+    if settled:
+        assert p == pytest.approx(scipy_p, rel=1e-10, abs=1e-300)
+    elif p >= BRACKET_FLOOR:
+        assert abs(math.log(scipy_p / p)) <= bracket_log_ratio(n * m / (n + m), p)
+    else:
+        assert scipy_p < 1e-11
 
 
 def test_build_reference(reference: ReferenceSample) -> None:
@@ -144,7 +157,7 @@ def test_non_finite_cells_are_missing_values_of_their_feature_only(reference: Re
         assert f.n_current == present.size == (499 if j in (0, 7, 2, 5) else 500)
         expected = stats.ks_2samp(reference.sorted_values[:, j], present)
         assert f.ks_statistic == expected.statistic
-        assert f.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-12)
+        assert_ks_p_value(f.p_value, f.p_settled, expected.pvalue, f.n_reference, f.n_current)
 
 
 def test_min_samples_is_an_extra_floor_per_feature(reference: ReferenceSample) -> None:
@@ -349,3 +362,88 @@ def test_window_drift_corrects_across_numeric_and_categorical(
     assert numeric_only.categorical is None and numeric_only.drifted_features == ("f2",)
     with pytest.raises(StatisticsError, match="together"):
         window_drift(reference, window, categorical, None)
+
+
+def _scipy_verdicts(ref: np.ndarray, window: np.ndarray, alpha: float, correction: Correction, min_effect: float,
+                    other_p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drift verdicts from SciPy: ks_2samp(method='auto') per feature (exact law where max(n, m) <= 10,000), the
+    correction over the family (plus ``other_p``), and the effect floor.  Returns (drifted, p, statistic)."""
+    tests = [stats.ks_2samp(ref[:, j], window[:, j]) for j in range(ref.shape[1])]
+    p = np.array([t.pvalue for t in tests])
+    statistic = np.array([t.statistic for t in tests])
+    family = np.concatenate([p, [] if other_p is None else other_p])
+    adjusted = (np.minimum(family * family.size, 1.0) if correction == "bonferroni"
+                else stats.false_discovery_control(family, method="bh"))
+    return (adjusted[: p.size] < alpha) & (statistic >= min_effect), p, statistic
+
+
+def _drift_case(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Six features: shifts from none to large; features 4 and 5 rounded (heavy ties)."""
+    rng = np.random.default_rng(seed)
+    shifts = np.array([0.0, 0.6, 1.2, 2.5, 4.0, 12.0]) / math.sqrt(n * m / (n + m))  # KS lambda ~ shift / 2.5
+    ref = rng.normal(size=(n, 6))
+    window = rng.normal(size=(m, 6)) + shifts
+    ref[:, 4:], window[:, 4:] = np.round(ref[:, 4:] * 2), np.round(window[:, 4:] * 2)
+    return ref, window, [f"x{j}" for j in range(6)]
+
+
+@pytest.mark.parametrize(("n", "m"), [(20, 20), (40, 3000), (200, 150), (2000, 500), (10000, 1000), (1500, 1500),
+                                      (6000, 9000), (10000, 10000), (20000, 800)])
+@pytest.mark.parametrize("correction", ["bonferroni", "bh"])
+def test_verdicts_equal_scipys_exact_p_values_on_a_seeded_grid(n: int, m: int, correction: Correction) -> None:
+    ref, window, names = _drift_case(n, m, seed=n + 7 * m)
+    reference = build_reference(ref, names, max_rows=n)
+    for alpha in (0.001, 0.01, 0.05, 0.3):
+        result = feature_drift(reference, window, alpha=alpha, correction=correction, min_effect=0.0)
+        drifted, p, statistic = _scipy_verdicts(ref, window, alpha, correction, 0.0)
+        np.testing.assert_array_equal([f.drifted for f in result.features], drifted, err_msg=f"alpha {alpha}")
+        np.testing.assert_array_equal([f.ks_statistic for f in result.features], statistic)
+        for f, expected in zip(result.features, p, strict=True):
+            assert_ks_p_value(f.p_value, f.p_settled, expected, n, m)
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "bh"])
+@pytest.mark.parametrize(("n", "m"), [(10000, 1000), (3000, 3000), (500, 120)])
+def test_verdicts_at_the_threshold_are_the_exact_ones(n: int, m: int, correction: Correction) -> None:
+    """alpha a hair above and below each feature's exact adjusted p-value: the verdict flips exactly there, even
+    where the asymptotic p-value lies on the other side."""
+    ref, window, names = _drift_case(n, m, seed=3)
+    reference = build_reference(ref, names, max_rows=n)
+    _, p, _ = _scipy_verdicts(ref, window, 0.5, correction, 0.0)
+    adjusted = np.minimum(p * p.size, 1.0) if correction == "bonferroni" else stats.false_discovery_control(p)
+    flips = 0
+    for j in np.flatnonzero((adjusted > 1e-12) & (adjusted < 0.5)):
+        for factor in (1 + 1e-9, 1 - 1e-9):
+            alpha = float(adjusted[j] * factor)
+            result = feature_drift(reference, window, alpha=alpha, correction=correction, min_effect=0.0)
+            expected, _, _ = _scipy_verdicts(ref, window, alpha, correction, 0.0)
+            np.testing.assert_array_equal([f.drifted for f in result.features], expected)
+            assert result.features[j].drifted == (factor > 1) and result.features[j].p_settled
+            flips += 1
+    assert flips >= 4
+
+
+def test_window_drift_verdicts_equal_scipys_with_categorical_features_in_the_family(
+    categorical: CategoricalReference
+) -> None:
+    ref, window, names = _drift_case(10000, 1000, seed=11)
+    reference = build_reference(ref, names, max_rows=10000)
+    rng = np.random.default_rng(12)
+    codes = np.column_stack([rng.choice(6, size=1000, p=[0.32, 0.2, 0.18, 0.1, 0.1, 0.1]), rng.choice(3, size=1000)])
+    other = np.array([f.p_value for f in categorical_drift(categorical, codes).features])
+    for correction in ("bonferroni", "bh"):
+        for alpha in (0.001, 0.01, 0.1):
+            result = window_drift(reference, window, categorical, codes, alpha=alpha, correction=correction,
+                                  min_effect=0.0, min_effect_categorical=0.0)
+            drifted, _, _ = _scipy_verdicts(ref, window, alpha, correction, 0.0, other)
+            np.testing.assert_array_equal([f.drifted for f in result.numeric.features], drifted)
+
+
+def test_only_features_near_the_threshold_get_the_exact_p_value() -> None:
+    ref, window, names = _drift_case(10000, 1000, seed=6)
+    result = feature_drift(build_reference(ref, names, max_rows=10000), window, min_effect=0.0)
+    assert [f.p_settled for f in result.features] == [False, False, False, True, False, False]
+    near = result.features[3]  # p ~ 0.0017 against the Bonferroni level 0.01 / 6 ~ 0.00167: exact, and not drifted
+    assert near.p_value == pytest.approx(stats.ks_2samp(ref[:, 3], window[:, 3]).pvalue, rel=1e-10)
+    assert near.p_value > 0.01 / 6 and not near.drifted
+    assert result.drifted_features == ("x4", "x5")  # p ~ 5e-4 and ~0: far below the level, approximate p-values

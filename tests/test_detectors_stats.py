@@ -30,7 +30,17 @@ from detectors import (
     wasserstein_columns,
 )
 from detectors.chi2 import chi2_homogeneity, chi2_homogeneity_rows
-from detectors.ks import ks_2samp_index, locate
+from detectors.ks import (
+    BRACKET_FLOOR,
+    EAGER_EN,
+    bracket_log_ratio,
+    ks_2samp_index,
+    ks_p_values,
+    ks_statistic,
+    locate,
+    reference_counts,
+)
+from detectors.wasserstein import W1Index, wasserstein_index
 
 
 def _samples(n: int, m: int, discrete: bool, seed: int, n_features: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +237,133 @@ def test_ks_index_brackets_are_exact_with_ties(stride: int | None) -> None:
     expected = [stats.ks_2samp(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
     np.testing.assert_array_equal(res.statistic, [e.statistic for e in expected])
     np.testing.assert_allclose(res.p_value, [e.pvalue for e in expected], rtol=0, atol=1e-9)
+
+
+def test_reference_counts_are_searchsorted_inside_the_knot_brackets() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(200):  # ragged sizes, heavy ties within and across samples, every stride
+        n, m, n_features = (int(v) for v in (rng.integers(1, 400), rng.integers(1, 150), rng.integers(1, 4)))
+        ref = np.round(rng.normal(size=(n, n_features)) * rng.choice([1, 3, 10]))
+        cur = np.sort(np.round(rng.normal(size=(n_features, m)) * 9) / 3, axis=1)
+        index = KSIndex.from_sorted(sort_reference(ref), stride=int(rng.integers(1, 40)) if trial % 2 else None)
+        ranks = locate(index, cur)
+        for side in ("left", "right"):
+            got = reference_counts(index, ranks, np.arange(n_features * m), side).reshape(n_features, m)
+            want = [np.searchsorted(index.columns[j], cur[j], side=side) for j in range(n_features)]
+            np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}, side {side}")
+
+
+def test_ks_statistic_equals_scipy_on_random_tied_samples() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(150):
+        n, m, n_features = (int(v) for v in (rng.integers(1, 300), rng.integers(1, 150), rng.integers(1, 4)))
+        scale, digits = rng.choice([0.3, 1.0, 5.0]), int(rng.integers(0, 3))
+        ref = np.round(rng.normal(size=(n, n_features)) * scale, digits)
+        cur = np.round(rng.normal(loc=rng.normal(), size=(m, n_features)) * scale, digits)
+        index = KSIndex.from_sorted(sort_reference(ref), stride=int(rng.integers(1, 30)) if trial % 2 else None)
+        got = ks_statistic(index, locate(index, np.sort(cur.T, axis=1)))
+        # method='asymp': the statistic before SciPy's exact mode snaps it to the lattice h / lcm(n, m)
+        want = [stats.ks_2samp(ref[:, j], cur[:, j], method="asymp").statistic for j in range(n_features)]
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+def test_a_coarser_index_for_a_small_window_gives_the_same_statistics() -> None:
+    ref, cur = _samples(10000, 300, True, seed=17)
+    index = KSIndex.from_sorted(sort_reference(ref))
+    small = index.for_window(300)
+    assert small.stride == 8 * index.stride and small is index.for_window(300) and index.for_window(10000) is index
+    current = np.sort(cur.T, axis=1)
+    for used in (index, small):
+        ranks = locate(used, current)
+        expected = [stats.ks_2samp(ref[:, j], cur[:, j], method="asymp").statistic for j in range(ref.shape[1])]
+        np.testing.assert_array_equal(ks_statistic(used, ranks), expected)
+        w1 = wasserstein_index(used, W1Index.from_columns(used.columns), ranks)
+        np.testing.assert_allclose(w1, [stats.wasserstein_distance(ref[:, j], cur[:, j]) for j in range(ref.shape[1])],
+                                   rtol=1e-9, atol=1e-12)
+
+
+def _lattice_grid(seed: int) -> list[tuple[int, int, int]]:
+    """(n, m, h) with en >= EAGER_EN and D = h / lcm spanning p from ~0.9 to below 1e-16."""
+    rng = np.random.default_rng(seed)
+    pairs = [(40, 40), (64, 65), (33, 7933), (65, 8721), (100, 300), (287, 287), (500, 1000), (1000, 10000),
+             (2000, 3000), (4999, 5000), (10000, 10000)]
+    pairs += [tuple(sorted(int(v) for v in np.exp(rng.uniform(np.log(40), np.log(10000), 2)))) for _ in range(12)]
+    grid = []
+    for n, m in pairs:
+        lcm = n // math.gcd(n, m) * m
+        scale = math.sqrt((n + m) / (n * m))
+        for lam in rng.uniform(0.4, 6.0, size=14 if n * m < 4e6 else 6):
+            grid.append((n, m, max(1, min(lcm, round(lam * scale * lcm)))))
+    return grid
+
+
+def test_ks_p_values_bracket_the_exact_law() -> None:
+    """The bracket of detectors.ks (empirical, validated offline on 133,000 lattice points) on a seeded grid."""
+    checked = 0
+    for n, m, h in _lattice_grid(seed=8):
+        lcm = n // math.gcd(n, m) * m
+        res = ks_p_values([h / lcm], n, m)
+        exact = smirnov_sf_exact(n, m, h)
+        if exact is None:  # SciPy's fallback: the asymptotic law, settled as such
+            continue
+        assert res.lower[0] <= exact <= res.upper[0], (n, m, h, exact, res.p_value[0])
+        if res.settled[0]:
+            assert res.p_value[0] == pytest.approx(exact, rel=1e-12, abs=1e-300)
+        elif res.p_value[0] >= BRACKET_FLOOR:  # the stated relative error
+            en = n * m / (n + m)
+            assert abs(math.log(exact / res.p_value[0])) <= 0.6 * bracket_log_ratio(en, res.p_value[0])
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize(("n", "m"), [(10000, 1000), (300, 4000), (2500, 2500), (90, 300), (20, 5000)])
+def test_settled_ks_p_values_are_scipys(n: int, m: int) -> None:
+    # D = k / m: the reference is all zeros and k of the m window values are ones (SciPy's exact mode)
+    ks = np.unique(np.geomspace(max(1, m // 50), m, 25).astype(int))
+    res = ks_p_values(ks / m, n, m)
+    assert res.settled.all() if n * m / (n + m) < EAGER_EN else res.method == "bracketed"
+    settled = res.settle(np.ones(ks.size, dtype=bool))
+    assert settled.method == "exact"
+    expected = [stats.ks_2samp(np.zeros(n), np.repeat([1.0, 0.0], [k, m - k])).pvalue for k in ks]
+    np.testing.assert_allclose(settled.p_value, expected, rtol=1e-10, atol=1e-300)
+    assert np.all((res.lower <= settled.p_value) & (settled.p_value <= res.upper))
+    assert settled.settle(np.ones(ks.size, dtype=bool)) is settled  # nothing left to do
+
+
+def test_ks_p_values_settle_only_what_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(ks_module, "smirnov_sf_exact", lambda n1, n2, h: calls.append((n1, n2, h)) or 0.5)
+    res = ks_p_values([0.02, 0.05, 0.05, 0.3], 10000, 1000)
+    assert not res.settled.any() and calls == [] and res.method == "bracketed"
+    settled = res.settle([False, True, True, False])  # two tests, one lattice value: one evaluation
+    assert calls == [(10000, 1000, 500)]
+    np.testing.assert_array_equal(settled.settled, [False, True, True, False])
+    np.testing.assert_array_equal(settled.p_value[[0, 3]], res.p_value[[0, 3]])
+    asymptotic = ks_p_values([0.02, 0.04, 0.3], 20000, 1000)  # max(n, m) > 10,000: SciPy's value is asymptotic
+    assert asymptotic.method == "bracketed"
+    expected = stats.kstwo.sf([0.02, 0.04, 0.3], round(20000 * 1000 / 21000))
+    assert np.all((asymptotic.lower <= expected) & (expected <= asymptotic.upper))
+    done = asymptotic.settle(np.ones(3, dtype=bool))
+    assert done.method == "asymp" and calls == [(10000, 1000, 500)]  # the exact law is never computed there
+    np.testing.assert_allclose(done.p_value, expected, rtol=1e-12, atol=1e-300)
+
+
+def test_ks_p_values_below_the_floor_are_bounded_by_monotonicity() -> None:
+    for n, m in [(40, 40), (33, 7933), (1000, 10000), (5000, 5000)]:
+        lcm = n // math.gcd(n, m) * m
+        d = np.array([7.0, 9.0, 12.0]) * math.sqrt((n + m) / (n * m))
+        h = np.minimum(np.round(d * lcm), lcm).astype(int)
+        res = ks_p_values(h / lcm, n, m)
+        for j in range(h.size):
+            exact = smirnov_sf_exact(n, m, int(h[j]))
+            assert exact is not None and res.lower[j] <= exact <= res.upper[j] < 1e-11
+
+
+def test_ks_p_values_validation() -> None:
+    with pytest.raises(StatisticsError, match="in \\[0, 1\\]"):
+        ks_p_values([1.5], 10, 10)
+    with pytest.raises(StatisticsError, match="positive"):
+        ks_p_values([0.5], 0, 10)
 
 
 @pytest.mark.parametrize(("n", "m", "discrete"), [(1, 1, False), (7, 300, True), (137, 59, False),
