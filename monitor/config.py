@@ -509,6 +509,10 @@ class Config(_Strict, frozen=True):
     reports: ReportsConfig = ReportsConfig()  # Evidently reports on alerting windows
     runs: RunsConfig = RunsConfig()  # alerting windows logged back to the training runs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: after SIGTERM or SIGINT the daemon finishes the poll in hand, publishes what closed, commits, delivers
+    #: queued alerts and closes; if that takes longer than this, it logs so and exits with status 1 (on Kafka
+    #: nothing is lost: what was not committed is read again by the next run)
+    shutdown_grace_s: PositiveFloat = 30.0
 
 
 def default_of(section: type[msgspec.Struct], field: str) -> Any:

@@ -9,9 +9,11 @@ transport (:meth:`~monitor.wiring.Wiring.close`), then stop the HTTP server.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from monitor.config import Config
@@ -21,6 +23,21 @@ from monitor.status import favicon
 from monitor.wiring import build_pipeline
 
 log = logging.getLogger("inferwatch")
+
+
+def exit_after(grace_s: float, exit: Callable[[int], object] = os._exit) -> threading.Timer:
+    """A started timer that ends the process with status 1 unless it is cancelled within ``grace_s`` seconds: a
+    shutdown that hangs (a broker that does not answer a commit, a channel that does not answer) does not keep
+    a stopping detector, and its partitions, from the group."""
+    def expire() -> None:
+        log.error("shutdown did not finish within shutdown_grace_s=%g s: exiting now (what was not committed is "
+                  "read again by the next run)", grace_s)
+        exit(1)
+
+    timer = threading.Timer(grace_s, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
@@ -40,9 +57,14 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
         wiring.close()
         raise
 
+    watchdog: list[threading.Timer] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing", signal.Signals(signum).name)
+        log.info("received %s: finishing (at most %.0f s, shutdown_grace_s)", signal.Signals(signum).name,
+                 config.shutdown_grace_s)
         wiring.stop.set()
+        if not watchdog:
+            watchdog.append(exit_after(config.shutdown_grace_s))
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
@@ -58,5 +80,7 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     finally:
         wiring.close()
         server.close()
+        for timer in watchdog:
+            timer.cancel()
     log.info("stopped after %.0f s: %d records consumed", time.monotonic() - started, wiring.pipeline.messages)
     return 0

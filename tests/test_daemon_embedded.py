@@ -142,3 +142,16 @@ def test_a_generator_profile_without_input_features_loads_and_an_empty_one_is_re
     empty = Config(models=[ModelConfig(name="charlm", version="2", profile=str(tmp_path / "empty.npz"))])
     with pytest.raises(ProfileError, match="neither input features nor LLM outputs"):
         load_profiles(empty)
+
+
+def test_a_shutdown_that_outlives_its_grace_period_exits_with_status_1() -> None:
+    from monitor.daemon import exit_after
+
+    exited: list[int] = []
+    hung = exit_after(0.05, exited.append)  # nothing cancels it: the shutdown hangs
+    wait_until(lambda: exited == [1], "the grace period to expire")
+    finished = exit_after(60.0, exited.append)
+    finished.cancel()  # the shutdown finished in time
+    finished.join()
+    hung.join()
+    assert exited == [1]
