@@ -13,9 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-NEEDS_KAFKA = {"producer_throughput", "transport_clients"}
+NEEDS_KAFKA = {"e2e_throughput", "failover", "producer_throughput", "transport_clients"}
 BENCHMARKS = [pytest.param(p, id=p.stem, marks=[pytest.mark.kafka] if p.stem in NEEDS_KAFKA else [])
-              for p in sorted((ROOT / "benchmarks").glob("*.py"))]
+              for p in sorted((ROOT / "benchmarks").glob("*.py")) if not p.stem.startswith("_")]  # _x: shared
 
 pytestmark = pytest.mark.slow
 
