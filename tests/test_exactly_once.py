@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import pytest
 
 from monitor.events import encode_event, join_batch
 from monitor.transport import KafkaTransport, ensure_topics, read_tail
+from tests.conftest import KafkaBroker
 from tests.support import DEADLINE_S, MODEL, VERSION, Daemon, events, free_port, wait_until, write_profile
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -227,3 +229,42 @@ def test_detectors_joining_leaving_and_dying_publish_every_window_once(tmp_path:
     assert len(ids) == len(set(ids)), f"a window was published twice: {sorted(ids)}"
     by_model = {m: sorted((r["index"], r["n_events"]) for r in results if r["model"] == m) for m in MODELS}
     assert by_model == {m: [(i, SMALL) for i in range(PER_MODEL)] for m in MODELS}
+
+
+def test_a_detector_rides_out_a_20_s_broker_outage_and_publishes_every_window_once(
+        broker: KafkaBroker, tmp_path: Path) -> None:
+    """The broker stopped for 20 s mid-stream (batch records): the detector keeps running, reconnects by itself,
+    and publishes every window once with its full count, the same as without the outage."""
+    suffix = uuid.uuid4().hex[:8]
+    ensure_topics(broker.bootstrap, {f"ev-{suffix}": 1, f"fb-{suffix}": 1, f"res-{suffix}": 1, f"dl-{suffix}": 1})
+    records = _stream(timed=False)
+    half = len(records) // 2
+
+    def produce(values: list[bytes]) -> None:
+        transport = KafkaTransport(broker.bootstrap)
+        try:
+            producer = transport.producer()
+            for lo in range(0, len(values), 500):
+                producer.send(f"ev-{suffix}", join_batch(values[lo:lo + 500]), KEY)
+            producer.flush(DEADLINE_S)
+        finally:
+            transport.close()
+
+    produce(records[:half])
+    config = _config(tmp_path, broker.bootstrap, suffix, f"detector-{suffix}")
+    with _daemon(config, tmp_path / "outage.log") as (process, _):
+        wait_until(lambda: len(_results(broker.bootstrap, suffix)) >= 5, "the first windows", timeout_s=180)
+        broker.stop()
+        time.sleep(20.0)  # the outage itself, not a wait for a condition
+        assert process.poll() is None, (tmp_path / "outage.log").read_text()[-3000:]
+        broker.start()
+        produce(records[half:])
+        wait_until(lambda: len(_results(broker.bootstrap, suffix)) >= WINDOWS or process.poll() is not None,
+                   "every window after the outage", timeout_s=240)
+        assert process.poll() is None, (tmp_path / "outage.log").read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(DEADLINE_S) == 0
+    results = _results(broker.bootstrap, suffix)
+    ids = [r["window_id"] for r in results]
+    assert len(ids) == len(set(ids)), f"a window was published twice: {sorted(ids)}"
+    assert sorted((r["index"], r["n_events"]) for r in results) == [(i, WINDOW) for i in range(WINDOWS)]
