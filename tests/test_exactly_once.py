@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -147,8 +148,11 @@ def test_a_killed_and_restarted_detector_publishes_exactly_what_an_uninterrupted
         ensure_topics(kafka_bootstrap, {f"ev-{suffix}": 1, f"fb-{suffix}": 1, f"res-{suffix}": 1, f"dl-{suffix}": 1})
         _produce(kafka_bootstrap, f"ev-{suffix}", batch, timed)
     counted: dict[str, float] = {}
-    expected = _run(tmp_path, kafka_bootstrap, clean, kill_after=(), timed=timed, counted=counted)
-    got = _run(tmp_path, kafka_bootstrap, killed, kill_after=(4, 12), timed=timed)
+    with ThreadPoolExecutor(1) as beside:  # the uninterrupted run beside the killed one: separate topics, groups
+        uninterrupted = beside.submit(_run, tmp_path, kafka_bootstrap, clean, kill_after=(), timed=timed,
+                                      counted=counted)
+        got = _run(tmp_path, kafka_bootstrap, killed, kill_after=(4, 12), timed=timed)
+        expected = uninterrupted.result()
 
     assert [r["index"] for r in expected] == list(range(WINDOWS - 1 if timed else WINDOWS))
     if timed:  # the stream has what event time is about: late events (added to the next window), retries
