@@ -177,20 +177,23 @@ class WatchedModel:
         A profile feature that is absent or ``null`` is missing (NaN): the statistics run per feature on the
         values present. A feature the profile does not know, or an event with none of the profile's features,
         is a mismatch (most likely events of another model)."""
-        extra = sorted(set(event.features) - self._known)[:5]
-        if extra:
+        features = event.features
+        if not features.keys() <= self._known:
+            extra = sorted(set(features) - self._known)[:5]
             return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has feature(s) "
                                                   f"{extra} the profile does not know")
-        if self.names and not event.features:
+        if self.names and not features:
             return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has none of the "
                                                   f"profile's features {list(self.names[:5])}")
         prediction = self.class_index(event.prediction)
         if isinstance(prediction, EventError):
             return prediction
         latency = event.latency
-        numeric = [event.features.get(name) for name in self.names]
+        numeric = list(map(features.get, self.names))
+        if None in numeric:  # absent or null: missing
+            numeric = [math.nan if v is None else v for v in numeric]
         values: dict[str, object] = {
-            "numeric": [math.nan if v is None else v for v in numeric],
+            "numeric": numeric,
             "prediction": prediction,
             "latency": None if latency is None else (latency.total_s, np.nan if latency.gpu_s is None
                                                      else latency.gpu_s),

@@ -185,6 +185,7 @@ class _LazyBatch(msgspec.Struct, forbid_unknown_fields=True, tag_field="schema",
 
 
 _record_decoder = msgspec.json.Decoder(InferenceEvent | FeedbackEvent | _LazyBatch)
+_batch_decoder = msgspec.json.Decoder(BatchEnvelope)
 _event_decoder = msgspec.json.Decoder(InferenceEvent | FeedbackEvent)
 _encoder = msgspec.json.Encoder()
 
@@ -248,9 +249,23 @@ def decode_record_lenient(value: bytes) -> Decoded:
     if not isinstance(obj, _LazyBatch):
         invalid = _check_values(obj)
         return Decoded([obj], []) if invalid is None else Decoded([], [invalid])
-    events: list[Event] = []
+    return _decode_batch(value, obj)
+
+
+def _decode_batch(value: bytes, lazy: _LazyBatch) -> Decoded:
+    """The events of a batch record: all of them in one typed decode when every one is valid (the common case:
+    no Python code runs per event but the value checks), else each part on its own, so that every invalid one
+    gets its own error and the valid ones go on."""
+    try:
+        events: list[Event] = _batch_decoder.decode(value).events
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        pass
+    else:
+        if not any(map(_check_values, events)):
+            return Decoded(events, [], batch=True)
+    events = []
     errors: list[EventError] = []
-    for i, raw in enumerate(obj.events):
+    for i, raw in enumerate(lazy.events):
         try:
             event = _event_decoder.decode(raw)
         except msgspec.ValidationError as exc:
@@ -300,30 +315,17 @@ def _classify(exc: msgspec.ValidationError, prefix: str = "$") -> EventError:
 
 
 def _check_values(event: Event) -> EventError | None:
-    """What the types cannot say: finiteness (a safety net; JSON has no NaN), exactly one feedback value, and
-    probabilities that form a distribution."""
+    """What the types cannot say: exactly one feedback value, and probabilities that form a distribution.
+
+    Finiteness needs no check here: every float field is bounded (``Number``, ``NonNegative``, ``Probability``),
+    so a JSON number that overflows to infinity fails decoding (``Number out of range``: ``non_finite``), and
+    JSON has no NaN (a record holding one does not decode: ``non_finite`` too)."""
     if isinstance(event, FeedbackEvent):
-        given = sum(x is not None for x in (event.label, event.accepted, event.score))
+        given = (event.label is not None) + (event.accepted is not None) + (event.score is not None)
         if given != 1:
             return EventError("invalid_value", f"feedback {event.request_id!r} must carry exactly one of "
                                                f"label, accepted or score, got {given}")
-        if event.score is not None and not math.isfinite(event.score):
-            return EventError("non_finite", f"feedback {event.request_id!r} has a non-finite score")
         return None
-    for name, v in event.features.items():
-        if v is not None and not math.isfinite(v):
-            return EventError("non_finite", f"feature {name!r} of {event.request_id!r} is {v}")
-    for field in ("embedding", "probabilities"):
-        values = getattr(event, field)
-        if values is not None and not all(map(math.isfinite, values)):
-            return EventError("non_finite", f"{field} of {event.request_id!r} holds a non-finite value")
-    if event.generation is not None and event.generation.mean_logprob is not None \
-            and not math.isfinite(event.generation.mean_logprob):
-        return EventError("non_finite", f"mean_logprob of {event.request_id!r} is not finite")
-    if event.latency is not None and not all(
-        v is None or math.isfinite(v) for v in msgspec.structs.astuple(event.latency)
-    ):
-        return EventError("non_finite", f"latency of {event.request_id!r} holds a non-finite value")
     if event.probabilities is not None:
         # math.fsum: exact, so the tolerance is the only slack (each value is already in [0, 1]).
         total = math.fsum(event.probabilities)

@@ -38,7 +38,7 @@ from monitor.errors import CommitRejected, EventError, TransportError
 from monitor.evaluation import WatchedModel, WindowResult, plain
 from monitor.events import FeedbackEvent, InferenceEvent, decode_record_lenient, encode_event
 from monitor.feedback import FeedbackJoin
-from monitor.metrics import DaemonMetrics, export_lag, export_result, observe_event, set_model_info
+from monitor.metrics import DaemonMetrics, EventTally, export_lag, export_result, set_model_info
 from monitor.profiles import Profile
 from monitor.transport import Consumer, Message, Producer
 from monitor.variants import MISMATCH_REASONS, VariantWatch
@@ -129,6 +129,7 @@ class Pipeline:
         quality = config.detect.quality
         self._joins = FeedbackJoin(quality)
         self._join_stats = self._joins.stats
+        self._tally = EventTally(metrics)  # the events of the poll being handled
         self._latest_time = 0.0
         self._consumed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, Resume] = {}
@@ -184,6 +185,8 @@ class Pipeline:
             closed += closing
             if closing and self.config.kafka is not None and self._clock() - self._last_commit >= COMMIT_EVERY_S:
                 self.commit()  # between the records of a poll: a crash replays less
+        self._metrics.records_consumed.inc(len(messages))
+        self._tally.flush()  # the poll's events, in the per-event metrics (once per series, not per event)
         for window in self._windows.expired(self._clock()):
             self._evaluate(window)
             closed += 1
@@ -338,7 +341,6 @@ class Pipeline:
 
     def _handle_record(self, message: Message) -> int:
         self.messages += 1
-        self._metrics.records_consumed.inc()
         tp = (message.topic, message.partition)
         skip = self._skip_on_resume(tp, message.offset)
         self._consumed[tp] = message.offset + 1
@@ -406,8 +408,7 @@ class Pipeline:
             values.part = encode_event(event) if batch else None
             self._reject(message, values)
             return 0
-        self._metrics.events_consumed.labels(model=event.model, version=event.version).inc()
-        observe_event(self._metrics, event)
+        self._tally.add(event)
         self._alerting.seen(event.model, event.version, event.time)
         self._latest_time = max(self._latest_time, event.time)
         prediction = values.get("prediction")

@@ -29,7 +29,7 @@ from monitor.genai import (
     TIME_TO_FIRST_TOKEN_BUCKETS,
     TOKEN_USAGE_BUCKETS,
 )
-from monitor.metrics import INFERENCE_LATENCY_BUCKETS, daemon_metrics
+from monitor.metrics import INFERENCE_LATENCY_BUCKETS, daemon_metrics, observe_many
 from monitor.pipeline import Pipeline
 from monitor.profiles import Profile, load_profile, save_profile
 from monitor.server import DaemonServer
@@ -161,6 +161,21 @@ def test_each_valid_event_is_observed_in_the_latency_and_genai_histograms(
     assert value("inferwatch_gen_ai_client_token_usage_bucket", **out, le="64.0") == 2
     # a classifier's events are not generations
     assert value("inferwatch_gen_ai_server_request_duration_seconds_count", model="tabular", version="7") is None
+
+
+def test_a_batch_of_latencies_fills_the_buckets_as_one_observe_per_value() -> None:
+    """``observe_many`` (one update per bucket, for the events of a batch record) scrapes as per-value observes:
+    values on a bound go in that bucket, values above the last in +Inf."""
+    rng = np.random.default_rng(3)
+    values = [*INFERENCE_LATENCY_BUCKETS, 0.0, 11.0, *rng.lognormal(np.log(0.004), 1.5, size=500).tolist()]
+    batched, single = daemon_metrics(CollectorRegistry()), daemon_metrics(CollectorRegistry())
+    observe_many(batched.inference_latency.labels("m", "1", "total"), values)
+    for v in values:
+        single.inference_latency.labels("m", "1", "total").observe(v)
+    (got,), (want,) = batched.inference_latency.collect(), single.inference_latency.collect()
+    assert [(s.name, s.labels) for s in got.samples] == [(s.name, s.labels) for s in want.samples]
+    for g, w in zip(got.samples, want.samples, strict=True):
+        assert g.value == pytest.approx(w.value, rel=1e-12), g
 
 
 def test_model_info_class_ratios_and_llm_window_gauges(
