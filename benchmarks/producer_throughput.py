@@ -6,7 +6,8 @@ Both runs send the same seeded inference events to the same broker, with kafka-p
 * ``batched``: :class:`collectors.EventProducer` over ``KafkaTransport``; events are submitted in captures of
   100 (one model batch), grouped into envelopes of up to 500 events, and the clock stops when ``flush`` has
   seen every event acknowledged;
-* ``per_record``: ``KafkaProducer.send`` of one ``encode_event`` record per event, then ``flush()``.
+* ``per_record``: ``KafkaProducer.send`` of one ``encode_event`` record per event, then ``flush()``, with
+  kafka-python's default 16 KiB record batches (the transport's producer gathers up to 1,000,000 bytes).
 
 Without ``--bootstrap`` the script starts a private broker with ``deploy/local/kafka.sh start`` (in a temporary
 ``KAFKA_RUN_DIR``) and stops it at the end::

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collectors.spool import Spool, SpoolError, SpoolRecord
 from monitor.config import SidecarConfig, default_of
-from monitor.events import BATCH_SCHEMA, INFERENCE_SCHEMA, Event, encode_event, join_batch
+from monitor.events import BATCH_SCHEMA, INFERENCE_SCHEMA, MAX_BATCH_EVENTS, Event, join_batch
 from monitor.transport import Producer
 from monitor.transport.base import DoneCallback
 
@@ -130,6 +132,39 @@ class _Batch:
     sent_at: float = 0.0
 
 
+@dataclass
+class _Pending:
+    """Encoded events of one ``model/version`` waiting to leave as one record.
+
+    Each part holds one or more encoded events joined by commas (a whole capture is encoded in one call), so
+    ``join_batch(parts)`` splices them into an envelope as it would single events.
+    """
+
+    opened: float
+    parts: list[bytes] = field(default_factory=list)
+    events: int = 0
+    size: int = 0  # bytes of the parts and their separators
+
+
+# One encoder for every event (it is what ``encode_event`` does, one event at a time): encoding a list of events
+# in one call and splicing its inside costs about a third less per event than encoding them one by one.
+_encoder = msgspec.json.Encoder()
+_model_version = operator.attrgetter("model", "version")
+
+
+def _by_key(events: Sequence[Event]) -> dict[str, list[Event]]:
+    """``events`` per ``model/version`` key, in their order; a capture (one model batch) usually has one key."""
+    if not events:
+        return {}
+    pairs = list(map(_model_version, events))
+    if pairs.count(pairs[0]) == len(pairs):
+        return {events[0].key: list(events)}
+    groups: dict[tuple[str, str], list[Event]] = {}
+    for pair, event in zip(pairs, events, strict=True):
+        groups.setdefault(pair, []).append(event)
+    return {group[0].key: group for group in groups.values()}
+
+
 # Replay sends the spool's oldest records in windows of at most this many records / value bytes (kafka-python
 # buffers 32 MiB by default), waits for every acknowledgement, then releases them from the spool.
 _REPLAY_RECORDS = 1000
@@ -173,7 +208,8 @@ class EventProducer:
     producer : the transport producer (Kafka or the in-process bus). It is not closed by :meth:`close`.
     topic : topic for events.
     capacity : most events held in memory (queued, or waiting for a full spool); beyond it ``submit`` drops.
-    batch_events, batch_bytes : bounds of one batch envelope.
+    batch_events, batch_bytes : bounds of one batch envelope (``batch_events`` at most 10,000); a batch that
+        reaches ``batch_events`` is sent at once, without lingering.
     linger_s : how long the sender waits to fill a batch.
     spool : where batches go while the broker is unreachable; ``None``: failed sends are dropped.
     ack_timeout_s : a send not acknowledged within this long counts as failed (only with a spool).
@@ -204,6 +240,9 @@ class EventProducer:
                  ack_timeout_s: float = 10.0) -> None:
         if not ack_timeout_s > 0:
             raise ValueError(f"ack_timeout_s must be > 0, got {ack_timeout_s!r}")
+        if isinstance(batch_events, bool) or not isinstance(batch_events, int) \
+                or not 1 <= batch_events <= MAX_BATCH_EVENTS:
+            raise ValueError(f"batch_events must be an int in [1, {MAX_BATCH_EVENTS}], got {batch_events!r}")
         self.topic = topic
         self.capacity = capacity
         self.batch_events = batch_events
@@ -301,35 +340,32 @@ class EventProducer:
 
     # -- sender thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
-        pending: dict[str, list[bytes]] = {}
-        pending_bytes: dict[str, int] = {}
-        opened: dict[str, float] = {}
+        pending: dict[str, _Pending] = {}
         closing = False
         try:
             while not (closing and not pending and self._finished(self._clock())):
                 with self._cond:
                     # Sleep unless there is work now: captures, or a close just requested.
                     if not self._queue and (closing or not self._closed):
-                        self._cond.wait(self._timeout(opened))
+                        self._cond.wait(self._timeout(pending))
                     captures = list(self._queue)
                     self._queue.clear()
                     closing = self._closed
                 for capture in captures:
-                    self._encode(capture, pending, pending_bytes, opened)
+                    self._encode(capture, pending)
                 now = self._clock()
                 self._check_direct(now)
-                for key in [k for k in pending if closing or now - opened[k] >= self.linger_s]:
+                for key in [k for k, p in pending.items() if closing or now - p.opened >= self.linger_s]:
                     self._send(key, pending.pop(key))
-                    del pending_bytes[key], opened[key]
                 if self.spool is not None and self._spooling:
                     self._replay(now)
         finally:
             self._shut_down()
 
-    def _timeout(self, opened: dict[str, float]) -> float | None:
+    def _timeout(self, pending: dict[str, _Pending]) -> float | None:
         """How long the sender may sleep (under _cond): until a batch lingered enough, a send or replay window
         timed out, or the next probe is due."""
-        times = [opened[k] + self.linger_s for k in opened]
+        times = [p.opened + self.linger_s for p in pending.values()]
         if self.spool is not None:
             if self._direct:
                 times.append(next(iter(self._direct.values())).sent_at + self.ack_timeout_s)
@@ -375,37 +411,62 @@ class EventProducer:
         self.spool.close()
         self._spool_gauges()
 
-    def _encode(self, capture: Capture, pending: dict[str, list[bytes]], pending_bytes: dict[str, int],
-                opened: dict[str, float]) -> None:
+    def _encode(self, capture: Capture, pending: dict[str, _Pending]) -> None:
+        """Encode a capture (a part per key and batch it goes to, in one encoder call each) and batch it."""
         n = len(capture)
         try:
-            events = capture.events()
-            encoded = [(e.key, encode_event(e)) for e in events]
+            parts = [(key, chunk, _encoder.encode(chunk)[1:-1]) for key, chunk in self._split(capture, pending)]
         except Exception:  # a broken capture must not stop the sender: count, log, go on
             log.exception("could not encode a capture of %d events", n)
             self.metrics.dropped.labels(reason="encode_error").inc(n)
-            encoded = []
+            parts = []
+        encoded = sum(len(chunk) for _, chunk, _ in parts)
         with self._cond:
-            self._drops += n - len(encoded)
+            self._drops += n - encoded
             self._queued -= n
-            self._held += len(encoded)
+            self._held += encoded
             self.metrics.queued.set(self._queued)
             self._cond.notify_all()
-        for key, data in encoded:
-            batch = pending.setdefault(key, [])
-            if batch and (len(batch) >= self.batch_events or pending_bytes[key] + len(data) > self.batch_bytes):
-                self._send(key, pending.pop(key))
-                batch = pending.setdefault(key, [])
-                pending_bytes[key] = 0
-                opened[key] = self._clock()
-            batch.append(data)
-            pending_bytes[key] = pending_bytes.get(key, 0) + len(data) + 1
-            opened.setdefault(key, self._clock())
+        for key, chunk, data in parts:
+            self._add(key, chunk, data, pending)
 
-    def _send(self, key: str, batch: list[bytes]) -> None:
-        n = len(batch)
+    def _split(self, capture: Capture, pending: dict[str, _Pending]) -> list[tuple[str, list[Event]]]:
+        """The capture's events per key, cut so that the first part fills the key's pending batch up to
+        ``batch_events`` (a pending batch is never full: :meth:`_add` sends it when it is) and each further
+        part fills a batch of its own."""
+        out = []
+        for key, events in _by_key(capture.events()).items():
+            start, room = 0, self.batch_events - (pending[key].events if key in pending else 0)
+            while start < len(events):
+                out.append((key, events[start:start + room]))
+                start, room = start + room, self.batch_events
+        return out
+
+    def _add(self, key: str, chunk: list[Event], data: bytes, pending: dict[str, _Pending]) -> None:
+        """Add the encoded ``chunk`` to the key's batch, sending the batch first if the chunk does not fit and
+        after if it is full. A chunk larger than ``batch_bytes`` (large events: payloads, embeddings)
+        is encoded again and added event by event; an event larger than that goes alone."""
+        batch = pending.get(key)
+        if batch is not None and (batch.events + len(chunk) > self.batch_events
+                                  or batch.size + len(data) + 1 > self.batch_bytes):
+            self._send(key, pending.pop(key))
+            batch = None
+        if len(chunk) > 1 and len(data) + 1 > self.batch_bytes:
+            for event in chunk:
+                self._add(key, [event], _encoder.encode(event), pending)
+            return
+        if batch is None:
+            batch = pending[key] = _Pending(self._clock())
+        batch.parts.append(data)
+        batch.events += len(chunk)
+        batch.size += len(data) + 1
+        if batch.events >= self.batch_events:
+            self._send(key, pending.pop(key))
+
+    def _send(self, key: str, batch: _Pending) -> None:
+        n = batch.events
         single = n == 1
-        value = batch[0] if single else join_batch(batch)
+        value = batch.parts[0] if single else join_batch(batch.parts)
         headers = (
             ("ce_specversion", b"1.0"),
             ("ce_id", uuid.uuid4().hex.encode()),

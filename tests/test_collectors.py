@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from collectors import EventProducer, Events
-from monitor.events import BATCH_SCHEMA, Event, InferenceEvent, decode_record
+from monitor.events import BATCH_SCHEMA, Event, InferenceEvent, decode_record, encode_event
 from monitor.transport import MemoryBus, Message
 from tests.support import DEADLINE_S, events, wait_until
 
@@ -136,3 +136,31 @@ def test_capture_failure_never_reaches_the_caller() -> None:
     torch.testing.assert_close(collector(x), model(x))
     assert collector.capture_errors == 1
     producer.close()
+
+
+def test_a_capture_of_interleaved_keys_keeps_each_keys_order_within_the_byte_bound() -> None:
+    bus = MemoryBus()
+    registry = CollectorRegistry()
+    rng = np.random.default_rng(3)
+    first, other = events(120, rng), events(45, rng, model="other")
+    mixed = [e for pair in zip(first[:45], other, strict=True) for e in pair] + first[45:]
+    size = len(encode_event(first[0]))
+    bound = 7 * (size + 1)  # about seven events per envelope: a whole capture is far above it
+    producer = EventProducer(bus.producer(), "events", registry=registry, batch_events=50, batch_bytes=bound,
+                             linger_s=DEADLINE_S)
+    assert producer.submit(Events(mixed))
+    producer.close()
+    records = drain(bus, "events")
+    by_key: dict[bytes, list[str]] = {}
+    for r in records:
+        parts = decode_record(r.value)
+        assert sum(len(encode_event(e)) + 1 for e in parts) <= bound or len(parts) == 1
+        by_key.setdefault(r.key, []).extend(e.request_id for e in parts)
+    assert by_key[first[0].key.encode()] == [e.request_id for e in first]
+    assert by_key[other[0].key.encode()] == [e.request_id for e in other]
+    assert registry.get_sample_value("inferwatch_collector_events_acked_total") == len(mixed)
+
+
+def test_batch_events_above_the_envelope_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_events"):
+        EventProducer(MemoryBus().producer(), "events", batch_events=10_001)
