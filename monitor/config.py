@@ -115,8 +115,9 @@ class WindowConfig(_Strict, frozen=True):
     ``late_events`` says what happens to an event whose window has closed: ``drop`` (counted) or ``next`` (added
     to the first window still open, counted); ``max_rows`` bounds the events one window keeps (more are counted
     and dropped); a version silent for ``max_seconds`` of wall time has its open windows closed. Detectors need
-    ``min_samples`` events in a window either way. In both modes a request id seen twice in a window is dropped
-    and counted."""
+    ``min_samples`` events in a window either way. An event more than ``max_future_s`` ahead of this machine's
+    clock is dead-lettered (``future_time``): one bad clock would move the watermark past every open window. In
+    both modes a request id seen twice in a window is dropped and counted."""
 
     size: Positive = 500
     max_seconds: PositiveFloat = 300.0
@@ -125,6 +126,7 @@ class WindowConfig(_Strict, frozen=True):
     lateness_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     late_events: Literal["drop", "next"] = "drop"
     max_rows: Positive = 100_000
+    max_future_s: PositiveFloat = 3600.0
 
 
 Effect = Annotated[float, msgspec.Meta(ge=0, le=1)]

@@ -52,6 +52,7 @@ REJECT_REASONS: Final = (
     "no_baseline",  # a configured model, but a version with no profile
     "feature_mismatch",
     "out_of_range",
+    "future_time",  # by event time: later than this machine's clock allows (window.max_future_s)
     "processing_error",  # the pipeline failed on a record that decoded (a bug, logged with its traceback)
 )
 

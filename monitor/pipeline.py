@@ -403,6 +403,13 @@ class Pipeline:
         return skip
 
     def _add(self, message: Message, index: int, model: WatchedModel, event: InferenceEvent, batch: bool) -> int:
+        cut = self.config.window
+        if cut.duration_s is not None and event.time > time.time() + cut.max_future_s:
+            self._reject(message, EventError(
+                "future_time", f"{event.key} event {event.request_id!r} at {event.time:.0f} is more than "
+                               f"window.max_future_s={cut.max_future_s:g} s ahead of this machine's clock: it would "
+                               f"close every open window", encode_event(event) if batch else None))
+            return 0
         values = model.values(event)
         if isinstance(values, EventError):
             values.part = encode_event(event) if batch else None

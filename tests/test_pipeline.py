@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -321,3 +322,24 @@ def test_the_pipeline_is_ready_only_once_its_partitions_are_assigned(setup: Setu
     pipeline = make_pipeline(setup, CollectorRegistry(), MemoryChannel(), [])
     assert not pipeline.assigned  # /readyz answers 503 until the group has given this member its partitions
     wait_until(lambda: pipeline.step(0.2) >= 0 and pipeline.assigned, "the first assignment")
+
+
+def test_by_event_time_an_event_from_the_far_future_is_dead_lettered_and_closes_nothing(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    config = Config(models=[ModelConfig(name=MODEL, version=VERSION, profile=str(write_profile(tmp_path)))],
+                    window=WindowConfig(duration_s=60.0, lateness_s=0.0, min_samples=1))
+    registry, results = CollectorRegistry(), []
+    consumer = bus.consumer([config.topics.events, config.topics.feedback], "detect")
+    pipeline = Pipeline(config, {KEY: load_profile(config.models[0].profile)}, consumer, bus.producer(),
+                        daemon_metrics(registry), on_result=results.append)
+    stream = events(100, np.random.default_rng(4))  # one a second from 1_700_000_000: two minutes, two windows
+    bad_clock = msgspec.structs.replace(stream[0], request_id="skewed", time=time.time() + 10 * 86_400)
+    producer = bus.producer()
+    for event in [*stream[:30], bad_clock, *stream[30:]]:
+        producer.send(config.topics.events, encode_event(event), KEY.encode())
+    drive(pipeline, until=101)
+    assert registry.get_sample_value("inferwatch_events_rejected_total", {"reason": "future_time"}) == 1
+    # only the event of the next minute closed the first window: the skewed one moved no watermark
+    assert [(r.window_id, r.n_events) for r in results] == [(f"{KEY}@t1699999980000", 40)]
+    (letter,) = read_all(Setup(bus, config, "memory"), config.topics.deadletter, 1)
+    assert dict(letter.headers)["inferwatch_reason"] == b"future_time"
