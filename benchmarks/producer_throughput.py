@@ -23,18 +23,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import kafka
 import numpy as np
+from _kafka import broker
 from kafka.record.util import crc32c_c
 from prometheus_client import CollectorRegistry
 
@@ -42,29 +37,8 @@ from collectors import EventProducer, Events
 from monitor.events import InferenceEvent, encode_event
 from monitor.transport.kafka import KafkaTransport, ensure_topics
 
-KAFKA_SH = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka.sh"
 SEED = 0
 CAPTURE = 100  # events per submit(), one model batch
-
-
-@contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    """``bootstrap`` as given, or a private broker started and stopped with deploy/local/kafka.sh."""
-    if bootstrap:
-        yield bootstrap
-        return
-    run_dir = tempfile.mkdtemp(prefix="inferwatch-bench-kafka-")
-    env = {**os.environ, "KAFKA_RUN_DIR": run_dir, "KAFKA_REUSE": "0"}
-    env.pop("KAFKA_PORT", None)
-    try:
-        done = subprocess.run([str(KAFKA_SH), "start"], env=env, capture_output=True, text=True, timeout=240,
-                              check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"kafka.sh start failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        yield done.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(KAFKA_SH), "stop"], env=env, capture_output=True, timeout=60, check=False)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def make_events(n: int) -> list[InferenceEvent]:

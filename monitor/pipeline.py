@@ -330,9 +330,19 @@ class Pipeline:
     # -- records ---------------------------------------------------------------------------------------
     def _handle(self, message: Message) -> int:
         """Handle one record; whatever it holds, an unexpected failure costs that record only (dead-lettered
-        with reason ``processing_error``, logged with its traceback, counted), never the daemon."""
+        with reason ``processing_error``, logged with its traceback, counted), never the daemon.
+
+        A :class:`~monitor.errors.TransportError` (a result, a dead letter or the alert state could not be
+        handed to the broker) is not the record's fault: it is raised, and the daemon exits non-zero without
+        committing, so that its restart (by its supervisor) reads the record again from the last commit and
+        publishes exactly what was not published (see :meth:`_resume_from_results`)."""
         try:
             return self._handle_record(message)
+        except TransportError:
+            log.error("record %s-%d:%d: the broker did not take what it produced; stopping without committing "
+                      "(a restart reads it again from the last commit)", message.topic, message.partition,
+                      message.offset)
+            raise
         except Exception as exc:
             log.exception("record %s-%d:%d could not be processed", message.topic, message.partition, message.offset)
             self._consumed[(message.topic, message.partition)] = message.offset + 1
