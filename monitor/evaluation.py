@@ -43,7 +43,7 @@ from monitor.detection import (
     VariantComparisonResult,
 )
 from monitor.errors import EventError
-from monitor.events import InferenceEvent
+from monitor.events import ColumnBatch, InferenceEvent
 from monitor.profiles import Profile
 from monitor.runs import run_url
 from monitor.windows import ClosedWindow, Column, Layout, Values
@@ -226,6 +226,44 @@ class WatchedModel:
                              np.nan if lat is None or lat.time_per_output_token_s is None
                              else lat.time_per_output_token_s)
         return values  # type: ignore[return-value]
+
+    def columns(self, batch: ColumnBatch) -> dict[str, np.ndarray] | None:
+        """The window columns of a column batch's rows, equal to what :meth:`values` gives row by row (what a
+        row does not carry keeps its column's fill); None when a row would be rejected, or the profile needs
+        what column batches do not carry (categorical features): then the rows go one by one."""
+        n = len(batch)
+        names = batch.feature_names
+        if "codes" in self.layout or (self.names and not names) or not self._known.issuperset(names):
+            return None
+        predictions = self._class_indices(batch.prediction, n)
+        if predictions is None:
+            return None
+        numeric = np.array(batch.features, dtype=np.float64).reshape(n, len(names))  # null -> NaN
+        if tuple(names) != self.names:  # another order, or some of the profile's features (the rest missing)
+            ordered = np.full((n, len(self.names)), np.nan)
+            ordered[:, [self.names.index(name) for name in names]] = numeric
+            numeric = ordered
+        columns = {"numeric": numeric, "prediction": predictions,
+                   "latency": np.column_stack([np.array(batch.latency_total_s or [None] * n, dtype=np.float64),
+                                               np.array(batch.latency_gpu_s or [None] * n, dtype=np.float64)])}
+        if "probs" in self.layout and batch.probabilities is not None:
+            probs = np.full((n, self.n_classes), np.nan)
+            for i, row in enumerate(batch.probabilities):
+                if row is not None:
+                    if len(row) != self.n_classes:
+                        return None
+                    probs[i] = row
+            columns["probs"] = probs
+        return columns
+
+    def _class_indices(self, labels: Sequence[int | str | None] | None, n: int) -> np.ndarray | None:
+        """:meth:`class_index` of every label (-1: none), or None when one is not a class of the profile."""
+        if labels is None or not self.label_index:
+            return np.full(n, -1, dtype=np.int64)
+        n_classes, by_name = self.n_classes, self.label_index
+        indices = [-1 if label is None else label if isinstance(label, int) and 0 <= label < n_classes
+                   else by_name.get(label, -2) if isinstance(label, str) else -2 for label in labels]
+        return None if -2 in indices else np.array(indices, dtype=np.int64)
 
     def class_index(self, label: int | str | None) -> int | EventError | None:
         if label is None or not self.label_index:

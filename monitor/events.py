@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -38,7 +38,8 @@ from monitor.errors import EventError
 INFERENCE_SCHEMA: Final = "inferwatch.inference/v1"
 FEEDBACK_SCHEMA: Final = "inferwatch.feedback/v1"
 BATCH_SCHEMA: Final = "inferwatch.batch/v1"
-SCHEMAS: Final = (INFERENCE_SCHEMA, FEEDBACK_SCHEMA, BATCH_SCHEMA)
+COLUMNS_SCHEMA: Final = "inferwatch.columns/v1"
+SCHEMAS: Final = (INFERENCE_SCHEMA, FEEDBACK_SCHEMA, BATCH_SCHEMA, COLUMNS_SCHEMA)
 
 #: Every reason a record can be rejected for; bounded, so it is safe as a metric label.
 REJECT_REASONS: Final = (
@@ -179,13 +180,133 @@ class BatchEnvelope(msgspec.Struct, forbid_unknown_fields=True, tag_field="schem
     events: Annotated[list[InferenceEvent | FeedbackEvent], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
 
 
+class ColumnBatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, tag_field="schema",
+                  tag=COLUMNS_SCHEMA):
+    """Many inference events of one model version in one Kafka record, column by column (``inferwatch.columns/v1``).
+
+    The detector decodes it into arrays without an object per event (the batch envelope's fast path): row ``i`` of
+    every column is the event ``i``. It carries what a classifier's capture has (features, prediction,
+    probabilities, total and GPU latency, batch size) and, shared by every row, the device and attributes;
+    events with anything else (categorical features, embeddings, generations, GPU samples, payloads, other
+    latency parts) travel in a batch envelope. A column left out, or ``null`` in a row, is absent for that event.
+
+    >>> events = [InferenceEvent(f"r{i}", 1.0 + i, "m", "1", "classification", features={"a": float(i), "b": None},
+    ...                          prediction=i % 2, latency=Latency(total_s=0.01)) for i in range(3)]
+    >>> batch = ColumnBatch.of(events)
+    >>> batch.features, batch.prediction, batch.events() == events
+    ([[0.0, None], [1.0, None], [2.0, None]], [0, 1, 0], True)
+    """
+
+    model: Name
+    version: Name
+    task: Task
+    request_id: Annotated[list[Name], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
+    time: Annotated[list[NonNegative], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
+    feature_names: Annotated[list[Name], msgspec.Meta(max_length=MAX_FEATURES)] = []
+    #: one row per event, in ``feature_names`` order; ``null`` is a missing value
+    features: Annotated[list[Annotated[list[Feature], msgspec.Meta(max_length=MAX_FEATURES)]],
+                        msgspec.Meta(max_length=MAX_BATCH_EVENTS)] = []
+    prediction: Annotated[list[int | str | None], msgspec.Meta(max_length=MAX_BATCH_EVENTS)] | None = None
+    probabilities: Annotated[list[Probabilities | None], msgspec.Meta(max_length=MAX_BATCH_EVENTS)] | None = None
+    latency_total_s: Annotated[list[NonNegative | None], msgspec.Meta(max_length=MAX_BATCH_EVENTS)] | None = None
+    latency_gpu_s: Annotated[list[NonNegative | None], msgspec.Meta(max_length=MAX_BATCH_EVENTS)] | None = None
+    batch_size: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]],
+                          msgspec.Meta(max_length=MAX_BATCH_EVENTS)] | None = None
+    device: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    attributes: Annotated[dict[Name, ShortText], msgspec.Meta(max_length=MAX_ATTRIBUTES)] = {}
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.version}"
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+    @classmethod
+    def of(cls, events: Sequence[InferenceEvent]) -> ColumnBatch | None:
+        """The events as columns, or None when they do not fit (see the class docstring): another model version,
+        another device or attributes, a field the columns do not carry, features named differently."""
+        if not events or len(events) > MAX_BATCH_EVENTS:
+            return None
+        first = events[0]
+        names = list(first.features)
+        for e in events:
+            if (e.model, e.version, e.task, e.device, e.attributes) != \
+                    (first.model, first.version, first.task, first.device, first.attributes) or \
+                    e.categories or e.embedding is not None or e.generation is not None or e.gpu is not None or \
+                    e.payload is not None or list(e.features) != names or \
+                    (e.latency is not None and (e.latency.queue_s is not None or
+                                                e.latency.time_to_first_token_s is not None or
+                                                e.latency.time_per_output_token_s is not None)):
+                return None
+        latencies = [e.latency for e in events]
+        return cls(
+            model=first.model, version=first.version, task=first.task,
+            request_id=[e.request_id for e in events], time=[e.time for e in events], feature_names=names,
+            features=[list(e.features.values()) for e in events] if names else [],
+            prediction=_column([e.prediction for e in events]),
+            probabilities=_column([e.probabilities for e in events]),
+            latency_total_s=_column([None if lat is None else lat.total_s for lat in latencies]),
+            latency_gpu_s=_column([None if lat is None else lat.gpu_s for lat in latencies]),
+            batch_size=None if all(e.batch_size == 1 for e in events) else [e.batch_size for e in events],
+            device=first.device, attributes=first.attributes)
+
+    def events(self) -> list[InferenceEvent]:
+        """The rows as events (checked by :func:`decode_record_lenient` first: every column is as long as
+        ``request_id`` and every row of features as long as ``feature_names``)."""
+        n = len(self.request_id)
+        empty: list[None] = [None] * n
+        names = self.feature_names
+        prediction = self.prediction or empty
+        probabilities = self.probabilities or empty
+        total = self.latency_total_s or empty
+        gpu = self.latency_gpu_s or empty
+        batch_size = self.batch_size or [1] * n
+        return [InferenceEvent(
+            request_id=self.request_id[i], time=self.time[i], model=self.model, version=self.version, task=self.task,
+            features=dict(zip(names, self.features[i], strict=True)) if names else {}, prediction=prediction[i],
+            probabilities=probabilities[i],
+            latency=None if total[i] is None else Latency(total_s=total[i], gpu_s=gpu[i]),  # type: ignore[arg-type]
+            batch_size=batch_size[i], device=self.device, attributes=dict(self.attributes))
+            for i in range(n)]
+
+    def shape_error(self) -> EventError | None:
+        """What the types cannot say about the columns' shape: every column as long as ``request_id``, every row
+        of features as long as ``feature_names``, no feature named twice, a GPU time only beside a total."""
+        n = len(self.request_id)
+        for name in ("time", "prediction", "probabilities", "latency_total_s", "latency_gpu_s", "batch_size"):
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                return EventError("invalid_value", f"column {name} has {len(column)} values for {n} events")
+        if len(set(self.feature_names)) != len(self.feature_names):
+            return EventError("invalid_value", "feature_names names a feature twice")
+        width = len(self.feature_names)
+        if width and len(self.features) != n:
+            return EventError("invalid_value", f"features has {len(self.features)} rows for {n} events")
+        if not width and self.features:
+            return EventError("invalid_value", "features without feature_names")
+        if any(len(row) != width for row in self.features):
+            return EventError("invalid_value", f"a row of features does not have the {width} values feature_names "
+                                               f"names")
+        if self.latency_gpu_s is not None and \
+                any(g is not None and t is None for g, t in zip(self.latency_gpu_s, self.latency_total_s or [None] * n,
+                                                                strict=True)):
+            return EventError("invalid_value", "latency_gpu_s given for an event without latency_total_s")
+        return None
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """A column, or None (left out) when no event carries it."""
+    return None if all(v is None for v in values) else values
+
+
 class _LazyBatch(msgspec.Struct, forbid_unknown_fields=True, tag_field="schema", tag=BATCH_SCHEMA):
     """A batch whose events stay raw JSON, so that each is decoded (and rejected) on its own."""
 
     events: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
 
 
-_record_decoder = msgspec.json.Decoder(InferenceEvent | FeedbackEvent | _LazyBatch)
+_record_decoder = msgspec.json.Decoder(InferenceEvent | FeedbackEvent | _LazyBatch | ColumnBatch)
 _batch_decoder = msgspec.json.Decoder(BatchEnvelope)
 _event_decoder = msgspec.json.Decoder(InferenceEvent | FeedbackEvent)
 _encoder = msgspec.json.Encoder()
@@ -218,6 +339,8 @@ class Decoded(msgspec.Struct, frozen=True):
     events: list[Event]
     errors: list[EventError]
     batch: bool = False
+    #: a column batch whose every row is valid, when the caller asked for columns (then ``events`` is empty)
+    columns: ColumnBatch | None = None
 
 
 def decode_record(value: bytes) -> list[Event]:
@@ -228,11 +351,13 @@ def decode_record(value: bytes) -> list[Event]:
     return decoded.events
 
 
-def decode_record_lenient(value: bytes) -> Decoded:
+def decode_record_lenient(value: bytes, columns: bool = False) -> Decoded:
     """Decode a record value, keeping every valid event of a batch and an error for each invalid one.
 
     A record that is not valid JSON (or not UTF-8), too large, nested too deep, or not a known schema yields no
-    events and one error. Nothing a client sends makes this raise.
+    events and one error; so does a column batch whose columns do not line up. With ``columns`` a column batch
+    whose rows are all valid comes back as it is (:attr:`Decoded.columns`), else as events. Nothing a client sends
+    makes this raise.
     """
     if len(value) > MAX_RECORD_BYTES:
         return Decoded([], [EventError("too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")])
@@ -247,6 +372,8 @@ def decode_record_lenient(value: bytes) -> Decoded:
         return Decoded([], [EventError("malformed_json", str(exc))])
     except (UnicodeDecodeError, RecursionError) as exc:
         return Decoded([], [_undecodable(exc)])
+    if isinstance(obj, ColumnBatch):
+        return _decode_columns(obj, columns)
     if not isinstance(obj, _LazyBatch):
         invalid = _check_values(obj)
         return Decoded([obj], []) if invalid is None else Decoded([], [invalid])
@@ -281,6 +408,28 @@ def _decode_batch(value: bytes, lazy: _LazyBatch) -> Decoded:
             events.append(event)
         else:
             error.part = bytes(raw)
+            errors.append(error)
+    return Decoded(events, errors, batch=True)
+
+
+def _decode_columns(batch: ColumnBatch, keep: bool) -> Decoded:
+    """A column batch: rejected whole when its columns do not line up; else kept as columns (``keep``) when every
+    row's probabilities form a distribution, or else as its events, each invalid one with its own error."""
+    shape = batch.shape_error()
+    if shape is not None:
+        return Decoded([], [shape])
+    probabilities = batch.probabilities or ()
+    if keep and not any(p is not None and not abs(math.fsum(p) - 1.0) <= PROBABILITY_SUM_TOLERANCE
+                        for p in probabilities):
+        return Decoded([], [], batch=True, columns=batch)
+    events: list[Event] = []
+    errors: list[EventError] = []
+    for event in batch.events():
+        error = _check_values(event)
+        if error is None:
+            events.append(event)
+        else:
+            error.part = encode_event(event)
             errors.append(error)
     return Decoded(events, errors, batch=True)
 
@@ -337,14 +486,15 @@ def _check_values(event: Event) -> EventError | None:
 
 
 def json_schema() -> dict[str, object]:
-    """JSON Schema (2020-12) of a record value: one inference event, one feedback event, or a batch."""
-    schema, components = msgspec.json.schema_components([InferenceEvent | FeedbackEvent | BatchEnvelope])
+    """JSON Schema (2020-12) of a record value: one inference event, one feedback event, a batch or a column batch."""
+    schema, components = msgspec.json.schema_components([InferenceEvent | FeedbackEvent | BatchEnvelope | ColumnBatch])
     (record,) = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://inferwatch.dev/schemas/record.schema.json",
         "title": "inferwatch Kafka record value",
-        "description": "One inference event, one feedback event, or a batch envelope of either. "
+        "description": "One inference event, one feedback event, a batch envelope of either, or a column batch "
+        "of inference events. "
         "Encoded as UTF-8 JSON; NaN and infinities are rejected by the daemon, and so are numbers beyond "
         f"±{MAX_MAGNITUDE:g} and probabilities that do not sum to 1 within {PROBABILITY_SUM_TOLERANCE:g}. A feature "
         "value may be null: a missing value.",

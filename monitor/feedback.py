@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -76,6 +77,9 @@ class _Inference(NamedTuple):  # a tuple: made once per event, cheaper than a fr
     time: float
     prediction: int | None
     probs: np.ndarray | None
+
+
+_make_inference = _Inference._make
 
 
 class _Feedback(NamedTuple):  # a tuple: made once per event, cheaper than a frozen dataclass
@@ -171,6 +175,34 @@ class FeedbackJoin:
         self._make_room()
         self._inferences[ident] = inference
         return None
+
+    def add_inferences(self, key: str, request_ids: Sequence[str], times: Sequence[float],
+                       predictions: Sequence[int]) -> list[Joined]:
+        """:meth:`add_inference` of many inferences of one version in order (finite times, no probabilities);
+        returns the joins, in order."""
+        joins: list[Joined] = []
+        inferences, feedback, joined_ids = self._inferences, self._feedback, self._joined_ids
+        watermark, seq, duplicates = self._watermark, self._seq, 0
+        for request_id, time, prediction in zip(request_ids, times, predictions, strict=True):
+            if time > watermark:
+                watermark = time
+            ident = (key, request_id)
+            if ident in joined_ids or ident in inferences:
+                duplicates += 1
+                continue
+            seq += 1
+            inference = _make_inference((watermark, seq, time, prediction, None))  # no keyword parsing
+            partner = feedback.pop(ident, None)
+            if partner is not None:
+                joins.append(self._join(ident, inference, partner))
+                continue
+            if len(inferences) + len(feedback) >= self.max_pending:
+                self._seq = seq
+                self._make_room()
+            inferences[ident] = inference
+        self._watermark, self._seq = watermark, seq
+        self._duplicate_inferences += duplicates
+        return joins
 
     def add_feedback(
         self,

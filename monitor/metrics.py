@@ -230,6 +230,16 @@ class EventTally:
         if event.generation is not None:
             observe_generation(self._m.genai, event, event.model, event.version)
 
+    def add_rows(self, model: str, version: str, total_s: Sequence[float | None] | None,
+                 gpu_s: Sequence[float | None] | None, n: int) -> None:
+        """:meth:`add` for ``n`` events of one version given as columns (a column batch: no generations)."""
+        mv = (model, version)
+        self._counts[mv] = self._counts.get(mv, 0) + n
+        for kind, seconds in (("total", total_s), ("gpu", gpu_s)):
+            present = [] if seconds is None else [s for s in seconds if s is not None]
+            if present:
+                self._latency.setdefault((*mv, kind), []).extend(present)
+
     def flush(self) -> None:
         """Add what was tallied since the last flush to the metrics."""
         for mv, n in self._counts.items():

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,6 +182,64 @@ class Windows:
             self._put(w, values, position, event_time, now, payload, request_id)
         self._watermark[key] = max(self._watermark.get(key, event_time), event_time)
         return self._close_passed(key)
+
+    def add_many(self, key: str, layout: Layout, columns: Mapping[str, np.ndarray], record: tuple[str, int, int],
+                 times: np.ndarray, now: float, request_ids: Sequence[str],
+                 on_close: Callable[[ClosedWindow, int], None]) -> int:
+        """:meth:`add` for the rows of one record at once (row ``i`` of every column, at event time ``times[i]``,
+        is the record's event ``i``; ``record`` is its topic, partition and offset): the same windows, rows,
+        drops and ids as adding them one by one, without an object per event. Each window that closes is handed
+        to ``on_close`` with the number of rows read when it closed (the row that closed it included), before
+        the rows after it are added. Returns how many closed."""
+        topic, partition, offset = record
+        if self.duration_s is not None:  # the watermark moves with every row: one by one
+            closed = 0
+            for i, event_time in enumerate(times.tolist()):
+                values = {name: column[i] for name, column in columns.items()}
+                for window in self.add(key, layout, values, (topic, partition, offset, i), event_time, now,
+                                       None, request_ids[i]):
+                    on_close(window, i + 1)
+                    closed += 1
+            return closed
+        n, i, closed = len(times), 0, 0
+        while i < n:
+            w = self._window(key, 0, layout, (topic, partition, offset, i), now)
+            taken, i = self._take(w, request_ids, i, w.limit - w.n)
+            if taken:
+                rows = slice(taken[0], taken[-1] + 1) if taken[-1] - taken[0] + 1 == len(taken) else taken
+                for name, column in columns.items():
+                    w.columns[name][w.n: w.n + len(taken)] = column[rows]
+                w.n += len(taken)
+                w.updated_at = now
+                w.first_time = min(w.first_time, float(times[rows].min()))
+                w.last_time = max(w.last_time, float(times[rows].max()))
+                w.first_positions.setdefault((topic, partition), (offset, taken[0]))
+                w.last_positions[(topic, partition)] = (offset, taken[-1])
+            if w.n >= w.limit:
+                on_close(self._close(key, 0, "full"), i)
+                closed += 1
+        return closed
+
+    def _take(self, w: _Open, request_ids: Sequence[str], start: int, room: int) -> tuple[list[int], int]:
+        """The rows from ``start`` on that ``w`` takes (at most ``room``; a request id it holds is a counted
+        duplicate), and the row after the last one looked at."""
+        chunk = request_ids[start: start + room]
+        if all(chunk) and len(set(chunk)) == len(chunk) and w.request_ids.isdisjoint(chunk):  # the usual case
+            w.request_ids.update(chunk)
+            return list(range(start, start + len(chunk))), start + len(chunk)
+        taken: list[int] = []
+        i = start
+        while i < len(request_ids) and len(taken) < room:
+            request_id = request_ids[i]
+            if request_id:
+                if request_id in w.request_ids:
+                    self._count(w.key, "duplicate")
+                    i += 1
+                    continue
+                w.request_ids.add(request_id)
+            taken.append(i)
+            i += 1
+        return taken, i
 
     def natural_slot(self, event_time: float) -> int:
         """The number of the event-time window an event at ``event_time`` belongs to, late or not (0 by count)."""

@@ -156,3 +156,23 @@ def test_bad_arguments() -> None:
         FeedbackJoin(QualityConfig(max_pending=0))
     with pytest.raises(EventError, match="non-finite event time"):
         FeedbackJoin(QualityConfig()).add_feedback(KEY, "r1", time=math.nan, label=1)
+
+
+def test_many_inferences_at_once_join_evict_and_count_as_one_by_one() -> None:
+    """``add_inferences`` (the column batches' path) against ``add_inference`` per event on a seeded stream with
+    feedback waiting, duplicates, out-of-order times and a table small enough to evict."""
+    rng = np.random.default_rng(11)
+    one, many = (FeedbackJoin(QualityConfig(ttl_s=500.0, max_pending=150)) for _ in range(2))
+    for join in (one, many):
+        for i in range(0, 300, 4):
+            join.add_feedback("m/1", f"r{i}", time=float(i), label=i % 3)
+    ids = [f"r{int(i)}" for i in rng.integers(0, 300, size=400)]  # repeats: duplicates and joined ids again
+    times = (np.arange(400) + rng.normal(0, 20, size=400)).clip(0).tolist()
+    predictions = rng.integers(0, 3, size=400).tolist()
+    expected = [j for j in (one.add_inference("m/1", r, t, p) for r, t, p in zip(ids, times, predictions, strict=True))
+                if j is not None]
+    got = [j for lo in range(0, 400, 37)
+           for j in many.add_inferences("m/1", ids[lo:lo + 37], times[lo:lo + 37], predictions[lo:lo + 37])]
+    assert [vars(j) for j in got] == [vars(j) for j in expected] and len(expected) > 10
+    assert many.stats == one.stats and one.stats.evicted_inferences > 0 and one.stats.duplicate_inferences > 0
+    assert one.expire(350.0) == many.expire(350.0) and many.stats == one.stats
