@@ -9,8 +9,12 @@ times a pipeline wired as ``inferwatch run`` wires it (:func:`monitor.wiring.bui
 group assignment until every window's result is published (``on_result`` counted, then results flushed and
 offsets committed). Arms:
 
-* ``kafka-python, batches``: batch envelopes of 500 events per record (what :class:`collectors.EventProducer`
-  sends), ``kafka.client: kafka-python``;
+* ``kafka-python, columns``: column batches of 500 events per record (``inferwatch.columns/v1``,
+  :meth:`monitor.events.ColumnBatch.of`: what :class:`collectors.EventProducer` sends by default for such
+  events), ``kafka.client: kafka-python``;
+* ``confluent, columns``: the same records, ``kafka.client: confluent``;
+* ``kafka-python, batches``: batch envelopes of 500 events per record (``inferwatch.batch/v1``: what
+  ``EventProducer(encoding="rows")`` sends), ``kafka.client: kafka-python``;
 * ``confluent, batches``: the same records, ``kafka.client: confluent``;
 * ``kafka-python, one event``: one event per record (the baseline every ratio is taken against);
 * ``confluent, one event``: one event per record, ``kafka.client: confluent``.
@@ -23,6 +27,8 @@ a private broker with ``deploy/local/kafka.sh start`` (in a temporary ``KAFKA_RU
     .venv-bench/bin/python benchmarks/e2e_throughput.py                  # 200,000 batched / 50,000 single events
     .venv-bench/bin/python benchmarks/e2e_throughput.py --quick --json   # 5,000 / 1,000 events (CI smoke)
     .venv-bench/bin/python benchmarks/e2e_throughput.py --bootstrap 127.0.0.1:9092
+
+("batched" counts are those of both the column and the envelope arms.)
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any, Literal
 
 import confluent_kafka
 import kafka
+import msgspec
 import numpy as np
 from _kafka import broker
 from prometheus_client import CollectorRegistry
@@ -52,22 +59,25 @@ from monitor.config import (
     TopicsConfig,
     WindowConfig,
 )
-from monitor.events import InferenceEvent, Latency, encode_batch, encode_event
+from monitor.events import ColumnBatch, InferenceEvent, Latency, encode_batch, encode_event
 from monitor.profiles import Profile
 from monitor.wiring import build_pipeline
 
 SEED = 0
 F, CLASSES = 20, 10  # numeric features, predicted classes
 MODEL, VERSION = "cnn", "1"
-BATCH_EVENTS = 500  # events per batch envelope
+BATCH_EVENTS = 500  # events per batch envelope or column batch
 TIMEOUT_S = 600.0
 Client = Literal["kafka-python", "confluent"]
-#: (name, kafka.client, events per record); the first one-event arm is the baseline of every ratio.
-ARMS: tuple[tuple[str, Client, int], ...] = (
-    ("kafka-python, batches", "kafka-python", BATCH_EVENTS),
-    ("confluent, batches", "confluent", BATCH_EVENTS),
-    ("kafka-python, one event", "kafka-python", 1),
-    ("confluent, one event", "confluent", 1),
+Shape = Literal["columns", "batches", "events"]
+#: (name, kafka.client, record shape); the first one-event arm is the baseline of every ratio.
+ARMS: tuple[tuple[str, Client, Shape], ...] = (
+    ("kafka-python, columns", "kafka-python", "columns"),
+    ("confluent, columns", "confluent", "columns"),
+    ("kafka-python, batches", "kafka-python", "batches"),
+    ("confluent, batches", "confluent", "batches"),
+    ("kafka-python, one event", "kafka-python", "events"),
+    ("confluent, one event", "confluent", "events"),
 )
 BASELINE = "kafka-python, one event"
 
@@ -92,11 +102,17 @@ def make_profile(n: int) -> Profile:
     return profile_from_events(captured, MODEL, VERSION, seed=SEED)
 
 
-def records(events: list[InferenceEvent], per_record: int) -> list[bytes]:
-    """Record values: one event each, or batch envelopes of ``per_record`` events."""
-    if per_record == 1:
+def records(events: list[InferenceEvent], shape: Shape) -> list[bytes]:
+    """Record values: one event each, or batch envelopes or column batches of ``BATCH_EVENTS`` events."""
+    if shape == "events":
         return [encode_event(e) for e in events]
-    return [encode_batch(events[lo:lo + per_record]) for lo in range(0, len(events), per_record)]
+    chunks = [events[lo:lo + BATCH_EVENTS] for lo in range(0, len(events), BATCH_EVENTS)]
+    if shape == "batches":
+        return [encode_batch(chunk) for chunk in chunks]
+    batches = [ColumnBatch.of(chunk) for chunk in chunks]
+    if any(b is None for b in batches):
+        raise SystemExit("the benchmark's events do not fit a column batch")
+    return [msgspec.json.encode(b) for b in batches]
 
 
 def run_arm(bootstrap: str, profile: Profile, client: Client, values: list[bytes], n_events: int,
@@ -137,7 +153,8 @@ def run_arm(bootstrap: str, profile: Profile, client: Client, values: list[bytes
     if consumed != expected * window or rejected or len(set(published)) != expected:
         raise SystemExit(f"{client}: {consumed} events counted (expected {expected * window}), {rejected} "
                          f"rejected, {len(set(published))} distinct windows of {expected}")
-    return {"events": float(expected * window), "records": float(len(values)), "seconds": seconds,
+    return {"events": float(expected * window), "records": float(len(values)),
+            "bytes_per_event": sum(map(len, values)) / n_events, "seconds": seconds,
             "cpu_seconds": cpu_s, "events_per_s": expected * window / seconds,
             "events_per_cpu_s": expected * window / cpu_s,
             "detect_seconds": registry.get_sample_value("inferwatch_window_evaluation_seconds_sum") or 0.0}
@@ -157,10 +174,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--window must divide {n_single:,} and {n_batched:,}")
     profile = make_profile(n_reference)
     events = make_events(n_batched, SEED + 1)
-    values = {per: records(events[:n_batched if per > 1 else n_single], per) for per in {p for _, _, p in ARMS}}
+    sizes: dict[Shape, int] = {"columns": n_batched, "batches": n_batched, "events": n_single}
+    values = {shape: records(events[:n], shape) for shape, n in sizes.items()}
     with broker(args.bootstrap) as bootstrap:
-        arms = {name: run_arm(bootstrap, profile, client, values[per], n_batched if per > 1 else n_single, window)
-                for name, client, per in ARMS}
+        arms = {name: run_arm(bootstrap, profile, client, values[shape], sizes[shape], window)
+                for name, client, shape in ARMS}
     for r in arms.values():
         r["ratio"] = r["events_per_s"] / arms[BASELINE]["events_per_s"]
         r["cpu_ratio"] = r["events_per_cpu_s"] / arms[BASELINE]["events_per_cpu_s"]
@@ -171,12 +189,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(report))
         return report
-    print(f"{'arm':<26}{'events':>9}{'events/s':>11}{'CPU s':>8}{'events/CPU s':>14}{'detect s':>10}"
-          f"{'vs baseline':>13}")
+    print(f"{'arm':<26}{'events':>9}{'B/event':>9}{'events/s':>11}{'CPU s':>8}{'events/CPU s':>14}"
+          f"{'detect s':>10}{'vs baseline':>13}")
     for name, r in arms.items():
-        print(f"{name:<26}{r['events']:>9,.0f}{r['events_per_s']:>11,.0f}{r['cpu_seconds']:>8.2f}"
-              f"{r['events_per_cpu_s']:>14,.0f}{r['detect_seconds']:>10.2f}{r['ratio']:>12.1f}x")
-    print(f"(windows of {window:,} events, batch envelopes of {BATCH_EVENTS}; baseline: {BASELINE}; kafka-python "
+        print(f"{name:<26}{r['events']:>9,.0f}{r['bytes_per_event']:>9,.0f}{r['events_per_s']:>11,.0f}"
+              f"{r['cpu_seconds']:>8.2f}{r['events_per_cpu_s']:>14,.0f}{r['detect_seconds']:>10.2f}"
+              f"{r['ratio']:>12.1f}x")
+    print(f"(windows of {window:,} events, batch envelopes and column batches of {BATCH_EVENTS}; baseline: "
+          f"{BASELINE}; kafka-python "
           f"{report['kafka_python']}, confluent-kafka {report['confluent_kafka']}; {report['cpus']} CPUs)")
     return report
 

@@ -1,13 +1,17 @@
-"""Producer throughput: events/s from enqueue to broker acknowledgement, batch envelopes vs one event per record.
+"""Producer throughput: events/s from enqueue to broker acknowledgement, batched records vs one event per record.
 
-Both runs send the same seeded inference events to the same broker, with kafka-python's idempotent producer
+Every run sends the same seeded inference events to the same broker, with kafka-python's idempotent producer
 (``acks=all``, as :class:`monitor.transport.kafka.KafkaTransport` configures it), encoding included:
 
-* ``batched``: :class:`collectors.EventProducer` over ``KafkaTransport``; events are submitted in captures of
-  100 (one model batch), grouped into envelopes of up to 500 events, and the clock stops when ``flush`` has
-  seen every event acknowledged;
+* ``columns``: :class:`collectors.EventProducer` over ``KafkaTransport`` as configured by default
+  (``encoding="columns"``); events are submitted in captures of 100 (one model batch), grouped per key into
+  records of up to 500 events, each a column batch (``inferwatch.columns/v1``: the events all fit one), and the
+  clock stops when ``flush`` has seen every event acknowledged;
+* ``rows``: the same with ``encoding="rows"``: each record a batch envelope (``inferwatch.batch/v1``);
 * ``per_record``: ``KafkaProducer.send`` of one ``encode_event`` record per event, then ``flush()``, with
   kafka-python's default 16 KiB record batches (the transport's producer gathers up to 1,000,000 bytes).
+
+``ratio`` is ``columns`` over ``per_record``, ``rows_ratio`` ``rows`` over ``per_record``.
 
 Without ``--bootstrap`` the script starts a private broker with ``deploy/local/kafka.sh start`` (in a temporary
 ``KAFKA_RUN_DIR``) and stops it at the end::
@@ -28,13 +32,15 @@ import uuid
 from typing import Any
 
 import kafka
+import msgspec
 import numpy as np
 from _kafka import broker
 from kafka.record.util import crc32c_c
 from prometheus_client import CollectorRegistry
 
 from collectors import EventProducer, Events
-from monitor.events import InferenceEvent, encode_event
+from collectors.producer import Encoding
+from monitor.events import ColumnBatch, InferenceEvent, encode_batch, encode_event
 from monitor.transport.kafka import KafkaTransport, ensure_topics
 
 SEED = 0
@@ -51,25 +57,26 @@ def make_events(n: int) -> list[InferenceEvent]:
             for i, (row, p) in enumerate(zip(x, probs, strict=True))]
 
 
-def run_batched(bootstrap: str, topic: str, events: list[InferenceEvent]) -> dict[str, float]:
-    transport = KafkaTransport(bootstrap, client_id="bench-batched")
+def run_batched(bootstrap: str, topic: str, events: list[InferenceEvent], encoding: Encoding) -> dict[str, float]:
+    transport = KafkaTransport(bootstrap, client_id=f"bench-{encoding}")
     registry = CollectorRegistry()
-    producer = EventProducer(transport.producer(), topic, registry=registry, capacity=len(events) + CAPTURE)
+    producer = EventProducer(transport.producer(), topic, registry=registry, capacity=len(events) + CAPTURE,
+                             encoding=encoding)
     try:
-        warm = EventProducer(transport.producer(), topic)  # fetch metadata before the clock starts
+        warm = EventProducer(transport.producer(), topic, encoding=encoding)  # fetch metadata before the clock
         warm.submit(Events(events[:1]))
         warm.close(30)
         captures = [Events(events[i:i + CAPTURE]) for i in range(0, len(events), CAPTURE)]
         start = time.perf_counter()
         for capture in captures:
             if not producer.submit(capture):
-                raise SystemExit("the batched producer dropped events: raise its capacity")
+                raise SystemExit(f"the {encoding} producer dropped events: raise its capacity")
         if not producer.flush(300):
-            raise SystemExit("the batched producer did not finish within 300 s")
+            raise SystemExit(f"the {encoding} producer did not finish within 300 s")
         elapsed = time.perf_counter() - start
         acked = registry.get_sample_value("inferwatch_collector_events_acked_total")
         if acked != len(events):
-            raise SystemExit(f"batched: {acked} of {len(events)} events acknowledged")
+            raise SystemExit(f"{encoding}: {acked} of {len(events)} events acknowledged")
         return {"events": len(events), "seconds": elapsed, "events_per_s": len(events) / elapsed}
     finally:
         producer.close(30)
@@ -109,16 +116,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     events = make_events(n_batched)
     with broker(args.bootstrap) as bootstrap:
         suffix = uuid.uuid4().hex[:8]
-        topics = {"batched": f"bench-batched-{suffix}", "per_record": f"bench-single-{suffix}"}
+        topics = {"columns": f"bench-columns-{suffix}", "rows": f"bench-rows-{suffix}",
+                  "per_record": f"bench-single-{suffix}"}
         ensure_topics(bootstrap, dict.fromkeys(topics.values(), 1))
-        batched = run_batched(bootstrap, topics["batched"], events)
+        columns = run_batched(bootstrap, topics["columns"], events, "columns")
+        rows = run_batched(bootstrap, topics["rows"], events, "rows")
         single = run_per_record(bootstrap, topics["per_record"], events[:n_single])
+    batch = ColumnBatch.of(events[:500])
+    assert batch is not None  # the events fit: the columns run sends column batches
     report = {
         "benchmark": "producer_throughput",
-        "batched": batched,
+        "columns": columns,
+        "rows": rows,
         "per_record": single,
-        "ratio": batched["events_per_s"] / single["events_per_s"],
+        "ratio": columns["events_per_s"] / single["events_per_s"],
+        "rows_ratio": rows["events_per_s"] / single["events_per_s"],
         "event_bytes_mean": float(np.mean([len(encode_event(e)) for e in events[:1000]])),
+        "record_bytes_per_event": {"columns": len(msgspec.json.encode(batch)) / 500,
+                                   "rows": len(encode_batch(events[:500])) / 500},
         "kafka_python": kafka.__version__,
         # kafka-python checksums every record batch with CRC32C: in pure Python (~6 MB/s) unless the optional
         # ``crc32c`` package is installed, which then bounds both figures.
@@ -130,11 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"batched (EventProducer, envelopes of <=500): {batched['events_per_s']:>10,.0f} events/s "
-              f"({batched['events']:,} events in {batched['seconds']:.2f} s)")
-        print(f"one event per record (KafkaProducer.send): {single['events_per_s']:>10,.0f} events/s "
-              f"({single['events']:,} events in {single['seconds']:.2f} s)")
-        print(f"ratio: {report['ratio']:.1f}x (kafka-python {report['kafka_python']}, CRC32C {report['crc32c']})")
+        for name, run in (("column batches of <=500 (EventProducer, default)", columns),
+                          ("batch envelopes of <=500 (EventProducer, rows)", rows),
+                          ("one event per record (KafkaProducer.send)", single)):
+            print(f"{name:<50}{run['events_per_s']:>10,.0f} events/s ({run['events']:,} events in "
+                  f"{run['seconds']:.2f} s)")
+        print(f"ratio vs one event per record: columns {report['ratio']:.1f}x, rows {report['rows_ratio']:.1f}x "
+              f"(kafka-python {report['kafka_python']}, CRC32C {report['crc32c']})")
     return report
 
 

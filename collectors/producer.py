@@ -3,9 +3,13 @@
 ``submit`` never blocks and never raises: it either queues a capture or counts a drop. A single background
 thread turns captures into events (the costly part, off the serving thread), groups them per
 ``model/version`` into batch envelopes bounded by count, bytes and linger, and sends them with CloudEvents
-binary-mode headers, keyed by ``model/version``. With a :class:`~collectors.spool.Spool`, batches the broker
-does not take go to disk and are replayed when it answers again. Every event is accounted for in the metrics:
-queued, sent, acknowledged, spooled, replayed, or dropped with a reason.
+binary-mode headers, keyed by ``model/version``. By default a key's events that fit a column batch
+(:class:`~monitor.events.ColumnBatch`: one classifier's features, predictions, probabilities and latencies, one
+device and set of attributes) leave as one ``inferwatch.columns/v1`` record, which is smaller and which the
+detector decodes into arrays; anything else leaves in a batch envelope (``encoding="rows"``: always). With a
+:class:`~collectors.spool.Spool`, batches the broker does not take go to disk and are replayed when it answers
+again. Every event is accounted for in the metrics: queued, sent, acknowledged, spooled, replayed, or dropped
+with a reason.
 """
 
 from __future__ import annotations
@@ -20,14 +24,25 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collectors.spool import Spool, SpoolError, SpoolRecord
 from monitor.config import SidecarConfig, default_of
-from monitor.events import BATCH_SCHEMA, INFERENCE_SCHEMA, MAX_BATCH_EVENTS, Event, join_batch
+from monitor.events import (
+    BATCH_SCHEMA,
+    COLUMNS_SCHEMA,
+    FEEDBACK_SCHEMA,
+    INFERENCE_SCHEMA,
+    MAX_BATCH_EVENTS,
+    ColumnBatch,
+    Event,
+    FeedbackEvent,
+    InferenceEvent,
+    join_batch,
+)
 from monitor.transport import Producer
 from monitor.transport.base import DoneCallback
 
@@ -132,18 +147,26 @@ class _Batch:
     sent_at: float = 0.0
 
 
+Encoding = Literal["columns", "rows"]
+_ENCODING: Encoding = default_of(SidecarConfig, "encoding")
+
+
 @dataclass
 class _Pending:
     """Encoded events of one ``model/version`` waiting to leave as one record.
 
     Each part holds one or more encoded events joined by commas (a whole capture is encoded in one call), so
-    ``join_batch(parts)`` splices them into an envelope as it would single events.
+    ``join_batch(parts)`` splices them into an envelope as it would single events. With the ``columns`` encoding
+    the events are kept too: if they all fit a column batch they leave as one (or more, should it exceed the
+    byte bound), else as the envelope.
     """
 
     opened: float
     parts: list[bytes] = field(default_factory=list)
     events: int = 0
     size: int = 0  # bytes of the parts and their separators
+    items: list[Event] = field(default_factory=list)  # the events themselves (``columns`` encoding only)
+    first: str = INFERENCE_SCHEMA  # the schema of the first event (the record's, when it is the only one)
 
 
 # One encoder for every event (it is what ``encode_event`` does, one event at a time): encoding a list of events
@@ -208,8 +231,13 @@ class EventProducer:
     producer : the transport producer (Kafka or the in-process bus). It is not closed by :meth:`close`.
     topic : topic for events.
     capacity : most events held in memory (queued, or waiting for a full spool); beyond it ``submit`` drops.
-    batch_events, batch_bytes : bounds of one batch envelope (``batch_events`` at most 10,000); a batch that
-        reaches ``batch_events`` is sent at once, without lingering.
+    batch_events, batch_bytes : bounds of one record, in events and in bytes of its value (``batch_events`` at most
+        10,000); a batch that reaches ``batch_events`` is sent at once, without lingering. Only a single event
+        larger than ``batch_bytes`` exceeds it (alone in its record).
+    encoding : ``columns``: a key's events that fit a column batch (``ColumnBatch.of`` says which) leave as one
+        ``inferwatch.columns/v1`` record, smaller than a batch envelope and decoded into arrays by the detector;
+        others as below. ``rows``: each record is a batch envelope (``inferwatch.batch/v1``), or a single event.
+        Either way a key's events leave in the order they were submitted.
     linger_s : how long the sender waits to fill a batch.
     spool : where batches go while the broker is unreachable; ``None``: failed sends are dropped.
     ack_timeout_s : a send not acknowledged within this long counts as failed (only with a spool).
@@ -237,9 +265,11 @@ class EventProducer:
                  batch_bytes: int = 900_000,
                  linger_s: float = 0.02, source: str | None = None,
                  clock: Callable[[], float] = time.monotonic, spool: Spool | None = None,
-                 ack_timeout_s: float = 10.0) -> None:
+                 ack_timeout_s: float = 10.0, encoding: Encoding = _ENCODING) -> None:
         if not ack_timeout_s > 0:
             raise ValueError(f"ack_timeout_s must be > 0, got {ack_timeout_s!r}")
+        if encoding not in ("columns", "rows"):
+            raise ValueError(f"encoding must be 'columns' or 'rows', got {encoding!r}")
         if isinstance(batch_events, bool) or not isinstance(batch_events, int) \
                 or not 1 <= batch_events <= MAX_BATCH_EVENTS:
             raise ValueError(f"batch_events must be an int in [1, {MAX_BATCH_EVENTS}], got {batch_events!r}")
@@ -248,6 +278,7 @@ class EventProducer:
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
         self.linger_s = linger_s
+        self.encoding = encoding
         self.ack_timeout_s = ack_timeout_s
         self.spool = spool
         self.metrics = producer_metrics(registry or CollectorRegistry())
@@ -456,22 +487,63 @@ class EventProducer:
                 self._add(key, [event], _encoder.encode(event), pending)
             return
         if batch is None:
-            batch = pending[key] = _Pending(self._clock())
+            batch = pending[key] = _Pending(
+                self._clock(), first=FEEDBACK_SCHEMA if isinstance(chunk[0], FeedbackEvent) else INFERENCE_SCHEMA)
         batch.parts.append(data)
+        if self.encoding == "columns":
+            batch.items += chunk
         batch.events += len(chunk)
         batch.size += len(data) + 1
         if batch.events >= self.batch_events:
             self._send(key, pending.pop(key))
 
     def _send(self, key: str, batch: _Pending) -> None:
-        n = batch.events
-        single = n == 1
-        value = batch.parts[0] if single else join_batch(batch.parts)
+        """Send the key's batch: as a column batch when the encoding is ``columns`` and every event fits one
+        (cut in two, again and again, while one exceeds ``batch_bytes``; a single event that does not fit the
+        bound as columns goes as an event), else as the envelope of its parts (a single event as itself)."""
+        records = None
+        if self.encoding == "columns":
+            try:
+                columns = self._columns(batch.items)
+                records = None if columns is None else self._column_records(columns, batch.items)
+            except Exception:  # a bug here must not stop the sender: the envelope is encoded already
+                log.exception("could not encode %d events of %s as columns; sending them as a batch envelope",
+                              batch.events, key)
+        if records is not None:
+            for value, schema, n in records:
+                self._send_record(key, value, schema, n)
+        elif batch.events == 1:
+            self._send_record(key, batch.parts[0], batch.first, 1)
+        else:
+            self._send_record(key, join_batch(batch.parts), BATCH_SCHEMA, batch.events)
+
+    @staticmethod
+    def _columns(events: Sequence[Event]) -> ColumnBatch | None:
+        inference = [e for e in events if isinstance(e, InferenceEvent)]
+        return ColumnBatch.of(inference) if len(inference) == len(events) else None
+
+    def _column_records(self, columns: ColumnBatch, events: Sequence[Event]) -> list[tuple[bytes, str, int]]:
+        """``(value, ce_type, events)`` of the records that carry ``events`` (which ``columns`` holds)."""
+        value = _encoder.encode(columns)
+        if len(value) <= self.batch_bytes:
+            return [(value, COLUMNS_SCHEMA, len(events))]
+        if len(events) == 1:  # an event over the bound as columns: as itself, perhaps within it
+            return [(_encoder.encode(events[0]), INFERENCE_SCHEMA, 1)]
+        half = len(events) // 2
+        out = []
+        for part in (events[:half], events[half:]):
+            cut = self._columns(part)
+            if cut is None:
+                raise ValueError("a slice of events that fit a column batch does not fit one")
+            out += self._column_records(cut, part)
+        return out
+
+    def _send_record(self, key: str, value: bytes, schema: str, n: int) -> None:
         headers = (
             ("ce_specversion", b"1.0"),
             ("ce_id", uuid.uuid4().hex.encode()),
             ("ce_source", self._source.encode()),
-            ("ce_type", (INFERENCE_SCHEMA if single else BATCH_SCHEMA).encode()),
+            ("ce_type", schema.encode()),
             ("ce_time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()),
             ("content-type", b"application/json"),
         )

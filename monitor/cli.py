@@ -487,7 +487,8 @@ def _sidecar(args: argparse.Namespace) -> int:
     spool = Spool(config.spool, max_bytes=config.spool_max_bytes) if config.spool else None
     # Serving starts at once: the Kafka producer connects in the background, events are spooled meanwhile.
     connecting = ConnectingProducer(transport.producer, registry)
-    events = EventProducer(connecting, config.topic, registry=registry, capacity=config.queue_capacity, spool=spool)
+    events = EventProducer(connecting, config.topic, registry=registry, capacity=config.queue_capacity, spool=spool,
+                           encoding=config.encoding)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

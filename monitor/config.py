@@ -448,6 +448,10 @@ class SidecarConfig(_Strict, frozen=True):
     payload_sample_rate : fraction of captured requests that carry a redacted, size-capped raw payload.
     payload_max_chars : cap of each payload text.
     attributes : bounded attributes (pod, variant) put on every event (at most 16).
+    encoding : how events go to Kafka: ``columns`` (a model version's classifier events as one
+        ``inferwatch.columns/v1`` column batch per record, which the detector decodes into arrays; events that do
+        not fit, such as generations or sampled payloads, in batch envelopes) or ``rows`` (batch envelopes
+        only, ``inferwatch.batch/v1``, for consumers that read nothing else).
     """
 
     upstream: str = "http://127.0.0.1:8080"
@@ -474,6 +478,7 @@ class SidecarConfig(_Strict, frozen=True):
     payload_sample_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     payload_max_chars: Positive = 4096
     attributes: Annotated[dict[str, str], msgspec.Meta(max_length=16)] = {}
+    encoding: Literal["columns", "rows"] = "columns"
 
     def __post_init__(self) -> None:
         # What the field types cannot say (they are checked when a file is loaded).

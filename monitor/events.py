@@ -229,6 +229,8 @@ class ColumnBatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         if not events or len(events) > MAX_BATCH_EVENTS:
             return None
         first = events[0]
+        if not all(isinstance(e, InferenceEvent) for e in events):
+            return None
         names = list(first.features)
         for e in events:
             if (e.model, e.version, e.task, e.device, e.attributes) != \
@@ -364,7 +366,8 @@ def decode_record_lenient(value: bytes, columns: bool = False) -> Decoded:
     try:
         obj = _record_decoder.decode(value)
     except msgspec.ValidationError as exc:
-        return Decoded([], [_classify(exc)])
+        by_row = _columns_by_row(value) if _ROW_VALUE.search(str(exc)) else None
+        return by_row or Decoded([], [_classify(exc)])
     except msgspec.DecodeError as exc:
         # NaN and Infinity are not JSON, but Python's json module writes them: name the real problem.
         if _NON_FINITE_TOKEN.search(value):
@@ -432,6 +435,83 @@ def _decode_columns(batch: ColumnBatch, keep: bool) -> Decoded:
             error.part = encode_event(event)
             errors.append(error)
     return Decoded(events, errors, batch=True)
+
+
+def _columns_by_row(value: bytes) -> Decoded | None:
+    """A column batch with an invalid value in a row, row by row: each invalid row rejected with its own reason
+    (and its row as the part), the valid ones kept, as a batch envelope's parts are. None when the record is no
+    column batch, or its columns do not line up (then it is rejected whole)."""
+    try:
+        obj = msgspec.json.decode(value)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or obj.get("schema") != COLUMNS_SCHEMA:
+        return None
+    rows = _rows_of(obj)
+    if rows is None:
+        return None
+    events: list[Event] = []
+    errors: list[EventError] = []
+    for i, row in enumerate(rows):
+        error: EventError | None
+        if not _finite(row):
+            error = EventError("non_finite", f"a number beyond the float range at $.rows[{i}]")
+        else:
+            try:
+                event = msgspec.convert(row, InferenceEvent)
+            except msgspec.ValidationError as exc:
+                error = _classify(exc, prefix=f"$.rows[{i}]")
+            else:
+                error = _check_values(event)
+                if error is None:
+                    events.append(event)
+                    continue
+        error.part = _encoder.encode({k: v for k, v in row.items() if _finite(v)})
+        errors.append(error)
+    return Decoded(events, errors, batch=True)
+
+
+#: a validation error at one row's value of a column batch (the rest of it may be valid)
+_ROW_VALUE = re.compile(r" - at `\$\.(request_id|time|features|prediction|probabilities|latency_total_s|latency_gpu_s|"
+                        r"batch_size)\[\d+\]")
+_ROW_FIELDS = ("request_id", "time", "prediction", "probabilities", "batch_size")
+_SHARED_FIELDS = ("model", "version", "task", "device", "attributes")
+
+
+def _rows_of(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The rows of a decoded column batch as inference event objects, or None when its columns do not line up."""
+    n = len(obj["request_id"]) if isinstance(obj.get("request_id"), list) else -1
+    columns = {name: obj[name] for name in (*_ROW_FIELDS, "features", "latency_total_s", "latency_gpu_s")
+               if obj.get(name) is not None}
+    names = obj.get("feature_names", [])
+    if n < 0 or len(obj) > 20 or any(not isinstance(c, list) or len(c) != n for c in columns.values()) or \
+            not isinstance(names, list) or \
+            any(not isinstance(row, list) or len(row) != len(names) for row in columns.get("features", ())):
+        return None
+    shared = {name: obj[name] for name in _SHARED_FIELDS if name in obj}
+    rows = []
+    for i in range(n):
+        row = {"schema": INFERENCE_SCHEMA, **shared, **{name: columns[name][i] for name in _ROW_FIELDS
+                                                         if name in columns and columns[name][i] is not None}}
+        if "features" in columns:
+            row["features"] = dict(zip(names, columns["features"][i], strict=True))
+        total = columns.get("latency_total_s", [None] * n)[i]
+        gpu = columns.get("latency_gpu_s", [None] * n)[i]
+        if total is not None or gpu is not None:
+            row["latency"] = {"total_s": total, **({} if gpu is None else {"gpu_s": gpu})}
+        rows.append(row)
+    return rows
+
+
+def _finite(value: object) -> bool:
+    """Whether every number in ``value`` (nested lists and objects) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(map(_finite, value))
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    return True
 
 
 def _undecodable(exc: UnicodeDecodeError | RecursionError, where: str = "") -> EventError:
