@@ -27,6 +27,7 @@ keeps significant wobbles of a few tenths of a percent in huge windows quiet.  T
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,6 +157,18 @@ def two_proportion_p_values(missing_reference: npt.ArrayLike, n_reference: npt.A
     return p
 
 
+@functools.lru_cache(maxsize=64)
+def _smallest_p_values(missing_reference: tuple[int, ...], n_reference: int, n_current: int) -> FloatArray:
+    """The smallest p-value any window of ``n_current`` rows could give per feature: every row missing, or none
+    (the same for every window of one profile and size, and an exact test over up to ``n_current + 1`` tables:
+    computed once); read-only (F,)."""
+    x1 = np.array(missing_reference, dtype=np.int64)
+    smallest = np.minimum(two_proportion_p_values(x1, n_reference, n_current, n_current),
+                          two_proportion_p_values(x1, n_reference, 0, n_current))
+    smallest.setflags(write=False)
+    return smallest
+
+
 def missing_rate_drift(
     feature_names: Sequence[str],
     missing_reference: npt.ArrayLike,
@@ -221,8 +234,7 @@ def missing_rate_drift(
     p = two_proportion_p_values(x1, n_reference, x2, n_current)  # (F,)
     h = cohens_h(rate1, rate2)
     # Most extreme outcomes: every window row missing, or none.
-    smallest = np.minimum(two_proportion_p_values(x1, n_reference, n_current, n_current),
-                          two_proportion_p_values(x1, n_reference, 0, n_current))  # (F,)
+    smallest = _smallest_p_values(tuple(x1.tolist()), int(n_reference), int(n_current))  # (F,)
     level = alpha / len(names)
     insufficient = bool((smallest > level).all())
     reason = ""

@@ -4,7 +4,10 @@ order of the pipeline that `build_pipeline` wires for the daemon and the demos."
 from __future__ import annotations
 
 import http.client
+import inspect
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from monitor import cli
 from monitor.config import AlertsConfig, Config, ModelConfig, WebhookConfig, WindowConfig
 from monitor.errors import TransportError
 from monitor.evaluation import WindowResult
@@ -155,3 +159,13 @@ def test_a_shutdown_that_outlives_its_grace_period_exits_with_status_1() -> None
     finished.join()
     hung.join()
     assert exited == [1]
+
+
+def test_the_run_command_freezes_start_up_objects_and_collects_young_garbage_less_often() -> None:
+    """``tune_gc`` is process-wide: checked in a process of its own."""
+    code = ("import gc; from monitor.daemon import GC_YOUNG_THRESHOLD, tune_gc; import monitor.cli; tune_gc(); "
+            "assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700, gc.get_threshold(); "
+            "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "tune_gc()" in inspect.getsource(cli._run)  # what `inferwatch run` calls before it starts
