@@ -4,9 +4,11 @@ The pipeline is wired as ``inferwatch run`` wires it without ``kafka:`` (:func:`
 on the in-process :class:`~monitor.transport.MemoryBus`, default windows, detectors, alert rules and status
 board), watching 10 model versions of 50 numeric features, a predicted class (3 classes) and a latency. Seeded,
 undrifted events, each with its own request id and a later event time, are fed as the collector sends them
-(batch envelopes of 500 events of one model version, keyed ``model/version``), round robin over the versions,
+(column batches of 500 events of one model version, keyed ``model/version``; ``--encoding rows``: batch
+envelopes), round robin over the versions,
 and the pipeline is stepped in the same thread until it has consumed each round. The process's resident set
-(``VmRSS`` of /proc/self/status, after a ``gc.collect()``) is recorded every tenth of the run; growth is measured
+(``VmRSS`` of /proc/self/status, after a ``gc.collect()``; freed heap memory is handed back every 30 s, as
+``inferwatch run`` does it) is recorded every tenth of the run; growth is measured
 from the first checkpoint to the last. Each checkpoint line is printed as it is reached (without ``--json``)::
 
     nice -n 10 .venv/bin/python benchmarks/soak_memory.py                    # 10,000,000 events, RSS at every 1M
@@ -37,7 +39,8 @@ import numpy as np
 
 from detectors import build_reference
 from monitor.config import Config, ModelConfig
-from monitor.events import INFERENCE_SCHEMA, join_batch
+from monitor.daemon import TRIM_EVERY_S, release_freed_memory
+from monitor.events import COLUMNS_SCHEMA, INFERENCE_SCHEMA, join_batch
 from monitor.profiles import Profile
 from monitor.wiring import Wiring, build_pipeline
 
@@ -86,20 +89,32 @@ def profiles(rng: np.random.Generator) -> dict[str, Profile]:
 
 
 class Feed:
-    """Seeded envelopes: round ``r`` holds events ``r * size`` to ``(r + 1) * size - 1`` of every model version."""
+    """Seeded records: round ``r`` holds events ``r * size`` to ``(r + 1) * size - 1`` of every model version, as
+    one column batch (what the collectors send by default) or one batch envelope (``rows``) per version."""
 
-    def __init__(self, rng: np.random.Generator, size: int) -> None:
-        self.rng, self.size = rng, size
+    def __init__(self, rng: np.random.Generator, size: int, encoding: str) -> None:
+        self.rng, self.size, self.encoding = rng, size, encoding
         rows = rng.normal(size=(POOL_ROWS, len(FEATURES))).tolist()  # (POOL_ROWS, F)
-        self.pool = [msgspec.json.encode(dict(zip(FEATURES, row, strict=True))) for row in rows]
+        self.pool = [msgspec.json.encode(dict(zip(FEATURES, row, strict=True)) if encoding == "rows" else row)
+                     for row in rows]
 
     def round(self, index: int) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) of one envelope per model version."""
+        """(key, value) of one record per model version."""
         first = index * self.size
         for name, version in model_keys():
             rows = self.rng.integers(POOL_ROWS, size=self.size).tolist()
             predictions = self.rng.choice(len(CLASSES), size=self.size, p=PRIORS).tolist()
             latencies = self.rng.gamma(2.0, 0.005, size=self.size).tolist()
+            if self.encoding == "columns":
+                yield f"{name}/{version}".encode(), b'{"schema":"%s","model":"%s","version":"%s","task":' \
+                    b'"classification","request_id":%s,"time":%s,"feature_names":%s,"features":[%s],' \
+                    b'"prediction":%s,"latency_total_s":%s}' % (
+                        COLUMNS_SCHEMA.encode(), name.encode(), version.encode(),
+                        msgspec.json.encode([f"{name}-{first + i}" for i in range(self.size)]),
+                        msgspec.json.encode([1.7e9 + (first + i) * 1e-3 for i in range(self.size)]),
+                        msgspec.json.encode(FEATURES), b",".join(self.pool[row] for row in rows),
+                        msgspec.json.encode(predictions), msgspec.json.encode(latencies))
+                continue
             events = [b'{"schema":"%s","request_id":"%s-%d","time":%r,"model":"%s","version":"%s",'
                       b'"task":"classification","features":%s,"prediction":%d,"latency":{"total_s":%r}}'
                       % (INFERENCE_SCHEMA.encode(), name.encode(), first + i, 1.7e9 + (first + i) * 1e-3,
@@ -123,13 +138,14 @@ def feed_round(wiring: Wiring, feed: Feed, index: int) -> int:
     return MODELS * feed.size
 
 
-def soak(total: int, every: int, size: int, trace: bool, show: bool) -> list[Checkpoint]:
+def soak(total: int, every: int, size: int, trace: bool, show: bool, encoding: str = "columns") -> list[Checkpoint]:
     """Feed ``total`` events in envelopes of ``size``, with a checkpoint every ``every`` (printed if ``show``)."""
     rng = np.random.default_rng(SEED)
     config = Config(models=[ModelConfig(name=n, version=v, profile=f"{n}-{v}.profile.npz") for n, v in model_keys()],
                     log_level="WARNING")
     wiring = build_pipeline(config, profiles(rng))
-    feed = Feed(rng, size)
+    release_freed_memory(TRIM_EVERY_S, wiring.stop)  # as inferwatch run does
+    feed = Feed(rng, size, encoding)
     if trace:
         tracemalloc.start()
     points: list[Checkpoint] = []
@@ -164,12 +180,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="events to feed (a multiple of 50,000; RSS is recorded every tenth)")
     parser.add_argument("--quick", action="store_true", help="10,000 events in envelopes of 100 (a smoke test)")
     parser.add_argument("--tracemalloc", action="store_true", help="also record Python's traced allocations (slow)")
+    parser.add_argument("--encoding", choices=("columns", "rows"), default="columns",
+                        help="column batches (the collectors' default) or batch envelopes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     total, size = (10_000, 100) if args.quick else (args.events, ENVELOPE)
     if total < 10 * MODELS * size or total % (10 * MODELS * size):
         parser.error(f"--events must be a positive multiple of {10 * MODELS * size:,}")
-    points = soak(total, total // 10, size, args.tracemalloc, show=not args.json)
+    points = soak(total, total // 10, size, args.tracemalloc, show=not args.json, encoding=args.encoding)
     first, last = points[0], points[-1]
     growth = 100 * (last.rss_mib - first.rss_mib) / first.rss_mib
     report = {
@@ -177,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "events": total,
         "models": MODELS,
         "features": len(FEATURES),
+        "encoding": args.encoding,
         "checkpoints": [asdict(p) for p in points],
         "rss_growth_pct": growth,
         "target_pct": TARGET_PCT,

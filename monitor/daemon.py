@@ -8,6 +8,7 @@ transport (:meth:`~monitor.wiring.Wiring.close`), then stop the HTTP server.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -57,6 +58,30 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
 
+#: How often a running daemon hands the heap memory it freed back to the system (:func:`release_freed_memory`).
+TRIM_EVERY_S = 30.0
+
+
+def release_freed_memory(every_s: float, stop: threading.Event) -> threading.Thread | None:
+    """Every ``every_s`` until ``stop`` is set, hand the heap memory the process has freed back to the system
+    (glibc's ``malloc_trim``), so that its resident size shows what it holds: freed blocks otherwise stay
+    resident (the soak saw ~20 MiB of them, settling after 3M events, with a flat live heap). Returns the thread,
+    or None where the C library has no ``malloc_trim`` (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            trim(0)
+
+    thread = threading.Thread(target=loop, name="inferwatch-release-memory", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     """Watch the configured models until ``stop`` is set (or, in the main thread, SIGTERM or SIGINT)."""
     wiring = build_pipeline(config, stop=stop)
@@ -92,6 +117,7 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
     log.info("inferwatch watching %s from %s; metrics on http://%s:%d/metrics",
              ", ".join(m.key for m in config.models), source, config.server.host, server.port)
     started = time.monotonic()
+    release_freed_memory(TRIM_EVERY_S, wiring.stop)
     try:
         wiring.run()
     finally:

@@ -78,11 +78,16 @@ def load_profiles(config: Config) -> dict[str, Profile]:
     return profiles
 
 
+#: Bytes of consumed records (and of the results and dead letters, which nothing in-process reads) the embedded
+#: bus keeps per partition; the backlog a slow detector may build stays 64 MiB.
+EMBEDDED_RETAIN_BYTES = 4 << 20
+
+
 def build_transport(config: Config, registry: CollectorRegistry | None = None) -> Transport:
     """The in-process bus without ``kafka:``; else a Kafka transport on ``kafka.client``'s library, once the
     cluster answers (topics created when ``kafka.create_topics``)."""
-    if config.kafka is None:
-        return MemoryBus()
+    if config.kafka is None:  # what every reader has consumed is kept up to 4 MiB: nothing reads it again
+        return MemoryBus(retain_bytes_per_partition=EMBEDDED_RETAIN_BYTES)
     k = config.kafka
     # Made first (it connects nothing yet), so that a missing confluent-kafka fails before the wait for the broker.
     session_ms, heartbeat_ms = int(k.session_timeout_s * 1000), int(k.session_timeout_s * 1000 / 4)

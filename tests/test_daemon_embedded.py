@@ -20,6 +20,7 @@ import pytest
 
 from monitor import cli
 from monitor.config import AlertsConfig, Config, ModelConfig, WebhookConfig, WindowConfig
+from monitor.daemon import release_freed_memory, run_daemon
 from monitor.errors import TransportError
 from monitor.evaluation import WindowResult
 from monitor.events import encode_batch
@@ -169,3 +170,13 @@ def test_the_run_command_freezes_start_up_objects_and_collects_young_garbage_les
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "tune_gc()" in inspect.getsource(cli._run)  # what `inferwatch run` calls before it starts
+
+
+def test_freed_heap_memory_is_handed_back_until_the_daemon_stops() -> None:
+    stop = threading.Event()
+    thread = release_freed_memory(0.01, stop)
+    assert thread is not None and thread.is_alive()  # glibc: malloc_trim is there
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert "release_freed_memory(TRIM_EVERY_S, wiring.stop)" in inspect.getsource(run_daemon)

@@ -307,6 +307,24 @@ def test_memory_bound_fails_send_until_group_commits() -> None:
     bus.close()
 
 
+def test_memory_keeps_what_every_group_read_only_up_to_the_retention_bound() -> None:
+    """The backlog may grow to ``max_bytes_per_partition``; records every group committed past (or of a topic
+    nobody reads) are kept only up to ``retain_bytes_per_partition``."""
+    bus = MemoryBus(partitions=1, max_bytes_per_partition=1000, retain_bytes_per_partition=300)
+    consumer = bus.consumer(["t"], "g")
+    producer = bus.producer()
+    values = [b"%03d" % i + b"x" * 97 for i in range(12)]  # 100 bytes each
+    assert send_all(producer, "t", [(None, v) for v in values[:9]]) == [None] * 9  # a backlog past 300 bytes
+    assert len(consumer.poll(0)) == 9
+    consumer.commit({("t", 0): 9})
+    assert send_all(producer, "t", [(None, values[9])]) == [None]
+    assert [m.value[:3] for m in bus.tail("t", 100)] == [b"007", b"008", b"009"]  # what was read: 300 bytes
+    unread = bus.producer()
+    assert send_all(unread, "results", [(None, v) for v in values]) == [None] * 12
+    assert [m.value[:3] for m in bus.tail("results", 100)] == [b"009", b"010", b"011"]
+    bus.close()
+
+
 def test_memory_group_members_share_partitions() -> None:
     bus = MemoryBus(partitions=4)
     a, b = bus.consumer(["t"], "g"), bus.consumer(["t"], "g")

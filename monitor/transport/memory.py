@@ -16,7 +16,8 @@ Semantics (a deliberately small subset of Kafka's):
   fails with ``on_done(TransportError("bus full ..."))``. A topic with no reader groups behaves like a
   retention-bounded log and just drops its oldest record. The same holds for ``max_bytes_per_partition``
   (the bytes of keys, values and headers a partition retains), so memory stays bounded whatever the
-  records' sizes; a record larger than that bound on its own is refused.
+  records' sizes; a record larger than that bound on its own is refused. Records every reader group has
+  committed past are kept only up to ``retain_bytes_per_partition``.
 * ``send`` calls ``on_done`` synchronously, before it returns; ``flush`` is therefore a no-op.
 """
 
@@ -134,10 +135,15 @@ class MemoryBus(Transport):
         Bound on the records one partition retains (>= 1).
     max_bytes_per_partition
         Bound on the bytes (keys, values, headers) one partition retains (>= 1).
+    retain_bytes_per_partition
+        Bound on the bytes of records every reader group has committed past (or of a topic no group reads) that
+        one partition keeps; default: ``max_bytes_per_partition``. A smaller bound keeps the backlog a slow
+        reader may build while memory stops growing sooner (the embedded daemon keeps 4 MiB).
     """
 
     def __init__(self, partitions: int = 1, max_records_per_partition: int = 1_000_000,
-                 max_bytes_per_partition: int = 64 * 1024 * 1024) -> None:
+                 max_bytes_per_partition: int = 64 * 1024 * 1024,
+                 retain_bytes_per_partition: int | None = None) -> None:
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
         if (
@@ -154,6 +160,8 @@ class MemoryBus(Transport):
         self.partitions = partitions
         self.max_records_per_partition = max_records_per_partition
         self.max_bytes_per_partition = max_bytes_per_partition
+        self.retain_bytes_per_partition = max_bytes_per_partition if retain_bytes_per_partition is None else \
+            max(1, min(int(retain_bytes_per_partition), max_bytes_per_partition))
         self._cond = threading.Condition()
         self._topics: dict[str, _Topic] = {}
         self._committed: dict[str, dict[tuple[str, int], int]] = {}  # group -> {(topic, p): offset}
@@ -249,18 +257,21 @@ class MemoryBus(Transport):
             if size > self.max_bytes_per_partition:
                 error = TransportError(f"record of {size} bytes exceeds the bus's bound of "
                                        f"{self.max_bytes_per_partition} bytes per partition")
-            while error is None and len(plog) and (
-                len(plog) >= self.max_records_per_partition
-                or plog.bytes + size > self.max_bytes_per_partition
-            ):
+            while error is None and len(plog):
+                full = len(plog) >= self.max_records_per_partition or \
+                    plog.bytes + size > self.max_bytes_per_partition
+                if not full and plog.bytes + size <= self.retain_bytes_per_partition:
+                    break
                 laggards = self._groups_at(topic, partition, plog.start)
-                if laggards:
+                if not laggards:
+                    plog.drop_oldest()  # every reader is past it (or none reads the topic)
+                elif full:
                     error = TransportError(
                         f"bus full: {topic}[{partition}] holds {len(plog)} records ({plog.bytes} bytes) and "
                         f"group(s) {', '.join(sorted(laggards))} have not committed past offset {plog.start}"
                     )
                 else:
-                    plog.drop_oldest()
+                    break
             if error is None:
                 plog.append(
                     Message(
