@@ -19,8 +19,8 @@ offsets committed). Arms:
 * ``kafka-python, one event``: one event per record (the baseline every ratio is taken against);
 * ``confluent, one event``: one event per record, ``kafka.client: confluent``.
 
-The process's garbage collector is tuned as ``inferwatch run`` tunes it (:func:`monitor.daemon.tune_gc`). CPU
-seconds are the whole process's over the timed span (the clients' own threads included, the broker not);
+The process is tuned as ``inferwatch run`` tunes it (:func:`monitor.daemon.tune_process`). CPU seconds are the
+whole process's over the timed span (the clients' own threads included, the broker not);
 ``detect`` is the time spent evaluating closed windows (``inferwatch_window_evaluation_seconds``). Every run
 checks that the pipeline counted each event once and rejected none. Without ``--bootstrap`` the script starts
 a private broker with ``deploy/local/kafka.sh start`` (in a temporary ``KAFKA_RUN_DIR``) and stops it at the end::
@@ -60,7 +60,7 @@ from monitor.config import (
     TopicsConfig,
     WindowConfig,
 )
-from monitor.daemon import tune_gc
+from monitor.daemon import tune_process
 from monitor.events import ColumnBatch, InferenceEvent, Latency, encode_batch, encode_event
 from monitor.profiles import Profile
 from monitor.wiring import build_pipeline
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     events = make_events(n_batched, SEED + 1)
     sizes: dict[Shape, int] = {"columns": n_batched, "batches": n_batched, "events": n_single}
     values = {shape: records(events[:n], shape) for shape, n in sizes.items()}
-    tune_gc()  # as ``inferwatch run`` does, once started
+    tune_process()  # as ``inferwatch run`` does, once started
     with broker(args.bootstrap) as bootstrap:
         arms = {name: run_arm(bootstrap, profile, client, values[shape], sizes[shape], window)
                 for name, client, shape in ARMS}

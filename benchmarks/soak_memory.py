@@ -7,8 +7,8 @@ undrifted events, each with its own request id and a later event time, are fed a
 (column batches of 500 events of one model version, keyed ``model/version``; ``--encoding rows``: batch
 envelopes), round robin over the versions,
 and the pipeline is stepped in the same thread until it has consumed each round. The process's resident set
-(``VmRSS`` of /proc/self/status, after a ``gc.collect()``; freed heap memory is handed back every 30 s, as
-``inferwatch run`` does it) is recorded every tenth of the run; growth is measured
+(``VmRSS`` of /proc/self/status, after a ``gc.collect()``, the process tuned as ``inferwatch run`` tunes it:
+:func:`monitor.daemon.tune_process`) is recorded every tenth of the run; growth is measured
 from the first checkpoint to the last. Each checkpoint line is printed as it is reached (without ``--json``)::
 
     nice -n 10 .venv/bin/python benchmarks/soak_memory.py                    # 10,000,000 events, RSS at every 1M
@@ -39,7 +39,7 @@ import numpy as np
 
 from detectors import build_reference
 from monitor.config import Config, ModelConfig
-from monitor.daemon import TRIM_EVERY_S, release_freed_memory
+from monitor.daemon import tune_process
 from monitor.events import COLUMNS_SCHEMA, INFERENCE_SCHEMA, join_batch
 from monitor.profiles import Profile
 from monitor.wiring import Wiring, build_pipeline
@@ -141,10 +141,10 @@ def feed_round(wiring: Wiring, feed: Feed, index: int) -> int:
 def soak(total: int, every: int, size: int, trace: bool, show: bool, encoding: str = "columns") -> list[Checkpoint]:
     """Feed ``total`` events in envelopes of ``size``, with a checkpoint every ``every`` (printed if ``show``)."""
     rng = np.random.default_rng(SEED)
+    tune_process()
     config = Config(models=[ModelConfig(name=n, version=v, profile=f"{n}-{v}.profile.npz") for n, v in model_keys()],
                     log_level="WARNING")
     wiring = build_pipeline(config, profiles(rng))
-    release_freed_memory(TRIM_EVERY_S, wiring.stop)  # as inferwatch run does
     feed = Feed(rng, size, encoding)
     if trace:
         tracemalloc.start()

@@ -259,11 +259,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from monitor.config import load_config
-    from monitor.daemon import run_daemon, tune_gc
+    from monitor.daemon import run_daemon, tune_process
 
     config = load_config(args.config)
     logging.getLogger().setLevel(args.log_level or config.log_level)
-    tune_gc()
+    tune_process()
     return run_daemon(config)
 
 
