@@ -47,10 +47,11 @@ def exit_after(grace_s: float, exit: Callable[[int], object] = os._exit) -> thre
 #: process, column batches of 500 went from ~170,000 to ~240,000 events/s with this threshold.
 GC_YOUNG_THRESHOLD = 50_000
 #: Heap blocks from this size up are mapped on their own and unmapped when freed (glibc's ``M_MMAP_THRESHOLD``).
-#: glibc raises the threshold by itself after the first large blocks are freed, and the window arrays and decoded
-#: records of every window then come from the heap, where freed memory stays resident: the 10M-event soak's RSS
-#: grew 6.6% from 1M events, settling only after 3M; with the threshold fixed it is flat from 0.5M.
-MMAP_THRESHOLD_BYTES = 128 * 1024
+#: glibc raises the threshold by itself (up to 32 MiB) after the first large blocks are freed, and large window
+#: arrays and detector temporaries then come from the heap, where freed memory stays resident: the 10M-event soak's
+#: RSS grew 6.6% from 1M events, settling only after 3M; with the threshold fixed it is flat. 128 KiB (glibc's
+#: initial value) did the same for memory but cost ~10% of the detector's speed in page faults; 1 MiB did not.
+MMAP_THRESHOLD_BYTES = 1 << 20
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
