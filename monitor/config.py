@@ -452,6 +452,11 @@ class SidecarConfig(_Strict, frozen=True):
         ``inferwatch.columns/v1`` column batch per record, which the detector decodes into arrays; events that do
         not fit, such as generations or sampled payloads, in batch envelopes) or ``rows`` (batch envelopes
         only, ``inferwatch.batch/v1``, for consumers that read nothing else).
+    text_features : a completion's event carries features of its prompt and completion computed from the text
+        alone (lengths, character mix) and the prompt's 256-dim hashed character 3-gram embedding, so prompt and
+        output drift are found without a model in the sidecar (``collectors.text_features``). The embedding is a
+        lossy hash, not the text, but short prompts' n-grams can be guessed from it: turn this off where even that
+        must not leave the pod.
     """
 
     upstream: str = "http://127.0.0.1:8080"
@@ -479,6 +484,7 @@ class SidecarConfig(_Strict, frozen=True):
     payload_max_chars: Positive = 4096
     attributes: Annotated[dict[str, str], msgspec.Meta(max_length=16)] = {}
     encoding: Literal["columns", "rows"] = "columns"
+    text_features: bool = True
 
     def __post_init__(self) -> None:
         # What the field types cannot say (they are checked when a file is loaded).

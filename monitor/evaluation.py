@@ -176,13 +176,18 @@ class WatchedModel:
 
         A profile feature that is absent or ``null`` is missing (NaN): the statistics run per feature on the
         values present. A feature the profile does not know, or an event with none of the profile's features,
-        is a mismatch (most likely events of another model)."""
+        is a mismatch (most likely events of another model). Not so for a generation: its features describe the
+        prompt and completion texts (the sidecar's ``text_features``), so a profile built without them, or with
+        some of them, takes the ones it knows and ignores the rest."""
         features = event.features
-        if not features.keys() <= self._known:
+        if event.generation is not None:
+            if not features.keys() <= self._known:
+                features = {name: value for name, value in features.items() if name in self._known}
+        elif not features.keys() <= self._known:
             extra = sorted(set(features) - self._known)[:5]
             return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has feature(s) "
                                                   f"{extra} the profile does not know")
-        if self.names and not features:
+        if self.names and not features and event.generation is None:
             return EventError("feature_mismatch", f"{event.key} event {event.request_id!r} has none of the "
                                                   f"profile's features {list(self.names[:5])}")
         prediction = self.class_index(event.prediction)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from collectors.text_features import generation_feature_names
+
 pytest.importorskip("torch", reason="the demo trains a torch CNN (install inferwatch[torch])")
 pytestmark = pytest.mark.slow
 
@@ -153,14 +155,26 @@ def test_llm_demo_through_the_sidecar_alerts_after_the_domain_shift(tmp_path: Pa
     assert report.captured >= 0.97 * 6 * 30  # the sidecar captured (nearly) every completion
     firing = [a for a in report.alerts if a["status"] == "firing"]
     assert firing, "no LLM alert after prompts moved to another domain"
-    assert min(int(a["window"]) for a in firing) >= report.drift_injected_at_window  # type: ignore[call-overload]
+    shift = report.drift_injected_at_window
+    assert min(int(a["window"]) for a in firing) >= shift  # type: ignore[call-overload]
+    # the prompt shift is found from the prompts' text alone (the sidecar's text features, no model): an alert
+    # of the embedding or the text-feature drift detector within two windows of the shift, none before it
+    from_text = [a for a in firing if a["detector"] in ("embedding_drift", "feature_drift")]
+    assert from_text and min(int(a["window"]) for a in from_text) <= shift + 1, report.alerts  # type: ignore[call-overload]
+    clean = [w for w in report.per_window if not w.drift_injected]
+    assert clean and not any(w.text_drifted or "embedding_drift" in w.detectors for w in clean), clean
+    assert all(w.prompt_mmd_p < 0.05 for w in report.per_window if w.window in (shift, shift + 1))
     assert all(w.ttft_p50_s > 0 for w in report.per_window)  # the sidecar measured time to first token
-    # the generator's alerts annotate and snapshot the generator dashboard; its profile holds no input features,
-    # so there is no report, and no link to one
+    # the generator's alerts annotate and snapshot the generator dashboard; its profile holds the text features,
+    # so each alert links the drift report of its window
     saved = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
-    assert saved and all(a["links"]["report"] == "" for a in saved)
+    assert saved
+    for alert in saved:
+        page = tmp_path / "reports" / alert["model"] / alert["version"] / Path(alert["links"]["report"]).name
+        assert alert["links"]["report"] and page.exists(), alert["links"]
     annotations = [json.loads(p.read_text()) for p in (tmp_path / "grafana").glob("*-annotation-*.json")]
     assert len(annotations) == len(saved) and {a["dashboardUID"] for a in annotations} == {"inferwatch-generator"}
     assert report.run is not None
     check_run(vars(report.run), saved, "charlm", data=("reference.npz",), params={"seed": "11", "n_layer": "2"},
-              metrics=("train_loss", "val_loss"), features=0)
+              metrics=("train_loss", "val_loss"),
+              features=len(generation_feature_names()))

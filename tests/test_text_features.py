@@ -82,3 +82,82 @@ def test_a_prompt_domain_shift_is_found_from_the_text_features_alone() -> None:
     assert not any(r.drifted for r in same), [r.p_value for r in same]
     shifted = detector.test(embed(prompts("code", 60, rng)))
     assert shifted.drifted and shifted.p_value < 0.01
+
+
+def _completion_exchange(prompt: str, text: str, usage: bool = True):  # type: ignore[no-untyped-def]
+    import json
+
+    from collectors.sidecar import Exchange
+
+    answer = {"id": "c", "object": "text_completion", "model": "m",
+              "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+    if usage:
+        answer["usage"] = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    body = json.dumps(answer).encode()
+    return Exchange(route="completions", path="/v1/completions", request_id="r-1", time=1.0,
+                    request_body=json.dumps({"model": "m", "prompt": prompt}).encode(), status=200,
+                    response_body=body, event_stream=False, pieces=[(0.01, len(body))], started=0.0, finished=0.02)
+
+
+def test_the_sidecar_attaches_the_text_features_of_a_completion_and_can_leave_them_out() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from collectors.sidecar import Capturer, SidecarConfig, sidecar_metrics
+    from collectors.text_features import generation_feature_names, generation_features
+
+    prompt, text = "How do I reset my password?\n", "Click 'Forgot password' on the login page."
+    capturer = Capturer(SidecarConfig(), sidecar_metrics(CollectorRegistry()))
+    (event,) = capturer.capture(_completion_exchange(prompt, text))
+    features, embedding = generation_features(prompt, text, prompt_tokens=7)
+    assert event.features == features and tuple(event.features) == generation_feature_names()
+    assert event.embedding == embedding and len(embedding) == DIMS
+    assert np.allclose(event.embedding, hashed_ngrams(prompt), atol=5e-5)  # rounded to 4 decimals
+    assert event.payload is None  # the text itself does not leave (payload_sample_rate 0)
+    # the server reported no usage on a stream: the token count is missing, not guessed
+    assert "prompt.tokens" not in generation_features(prompt, text, None)[0]
+
+    off = Capturer(SidecarConfig(text_features=False), sidecar_metrics(CollectorRegistry()))
+    (plain,) = off.capture(_completion_exchange(prompt, text))
+    assert plain.features == {} and plain.embedding is None and plain.generation == event.generation
+
+
+def test_a_profile_takes_the_text_features_it_knows_and_ignores_the_rest() -> None:
+    """Generation events carry text features; a profile built before them (LLM columns only) must still take them,
+    and one built with some of them takes those. A classifier event's unknown feature stays a mismatch."""
+    from detectors import build_llm_reference
+    from monitor.config import DetectConfig, WindowConfig
+    from monitor.evaluation import EventError, WatchedModel
+    from monitor.events import Generation, InferenceEvent
+    from monitor.offline import build_profile
+    from monitor.profiles import Profile
+
+    rng = np.random.default_rng(0)
+    llm = build_llm_reference(rng.integers(10, 60, 200).astype(float), rng.normal(-1.5, 0.2, 200),
+                              np.zeros(200, bool), np.zeros(200, bool))
+    features, embedding = generation_features_of("What does Hamlet fear?", "Death, my lord.")
+    event = InferenceEvent(request_id="r", time=1.0, model="m", version="1", task="generation", features=features,
+                           embedding=embedding, generation=Generation(prompt_tokens=22, output_tokens=15,
+                                                                       output_chars=15))
+    old = WatchedModel(Profile(model="m", version="1", llm=llm), DetectConfig(), WindowConfig())
+    values = old.values(event)
+    assert not isinstance(values, EventError) and values["numeric"] == [] and "llm" in values
+
+    from monitor.datafiles import Table
+    names = ("prompt.chars", "prompt.digit")
+    table = Table(x=rng.random((200, 2)) * [80, 0.1], feature_names=names, embeddings=rng.normal(size=(200, DIMS)))
+    partial = WatchedModel(build_profile(table, "m", "1"), DetectConfig(), WindowConfig())
+    values = partial.values(event)
+    assert not isinstance(values, EventError)
+    assert values["numeric"] == [features["prompt.chars"], features["prompt.digit"]]
+    assert values["embedding"] == embedding
+
+    classifier = InferenceEvent(request_id="c", time=1.0, model="m", version="1", task="classification",
+                                features={"prompt.chars": 3.0, "x": 1.0})
+    mismatch = partial.values(classifier)
+    assert isinstance(mismatch, EventError) and mismatch.reason == "feature_mismatch"
+
+
+def generation_features_of(prompt: str, completion: str) -> tuple[dict[str, float | None], list[float]]:
+    from collectors.text_features import generation_features
+
+    return generation_features(prompt, completion, prompt_tokens=len(prompt))

@@ -16,7 +16,11 @@ bodies (within the capture cap) and a few timestamps. Two protocols are understo
   about one token per event; this is a proxy, flagged with the attribute ``usage=estimated``) and the prompt
   token count is 0. Time to first token is from the request head reaching the proxy to the first such event
   reaching it; time per output token is ``(last - first event) / (tokens - 1)``. A non-streamed answer has
-  neither (the proxy cannot see its tokens arrive).
+  neither (the proxy cannot see its tokens arrive). With ``text_features`` (the default) the event also carries
+  what the texts look like, computed from the text alone (:func:`collectors.text_features.generation_features`):
+  ``prompt.chars``, ``prompt.tokens`` (when the server reports usage), ``completion.chars`` and each text's
+  character mix as features, and the prompt's hashed character n-gram embedding, which the embedding (MMD)
+  detector compares with the reference prompts'. Neither is the text: raw text leaves only in sampled payloads.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy.typing as npt
 
 from collectors.refusal import is_refusal
 from collectors.sidecar.metrics import SidecarMetrics
+from collectors.text_features import generation_features
 from monitor.config import ModelRef, SidecarConfig
 from monitor.errors import InferwatchError
 from monitor.events import Generation, InferenceEvent, Latency, Payload
@@ -348,8 +353,11 @@ class Capturer:
         if mean_logprob is not None and not math.isfinite(mean_logprob):
             mean_logprob = None
         ref = self._identity(request.model or model, None)
+        features, embedding = (generation_features(prompt, text, prompt_tokens if prompt_tokens > 0 else None)
+                               if self.config.text_features else ({}, None))
         return InferenceEvent(
             request_id=ex.request_id, time=ex.time, model=ref.model, version=ref.version, task="generation",
+            features=features, embedding=embedding,
             generation=Generation(prompt_tokens=max(0, prompt_tokens), output_tokens=max(0, tokens),
                                   output_chars=len(text), mean_logprob=mean_logprob,
                                   stop_reason=finish[:64] if finish else None, refusal=is_refusal(text)),

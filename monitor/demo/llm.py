@@ -3,8 +3,11 @@
 A small GPT trained on Shakespeare's plays (cached after the first run) is served by an OpenAI-compatible
 server; clients call it through :mod:`collectors.sidecar`, half of them streaming, and send accept/reject
 feedback keyed by the ``x-request-id`` the sidecar returns. The reference profile comes from the model's
-answers to held-out lines of the plays. From the middle window on, prompts come from another domain
-(support-desk questions) and users accept fewer answers: the LLM detectors should notice. With a run store
+answers to held-out lines of the plays, and what those prompts and answers look like as text (lengths,
+character mix, the prompts' hashed n-gram embedding: :func:`collectors.text_features.generation_features`, as the
+sidecar computes them). From the middle window on, prompts come from another domain (support-desk questions) and
+users accept fewer answers: the embedding and feature drift detectors should find the shift from the prompts'
+text alone, and the LLM quality detector from the acceptance. With a run store
 (:mod:`monitor.demo.runs`) the training is recorded as a run holding the reference answers (``reference.npz``),
 the profile is built from it and names it, and each alerting window is logged to it.
 """
@@ -27,9 +30,10 @@ from prometheus_client import CollectorRegistry
 from collectors import EventProducer, Events
 from collectors.refusal import is_refusal
 from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
-from detectors import build_llm_reference
+from collectors.text_features import generation_feature_names, generation_features
 from monitor.alerts import MemoryChannel
 from monitor.config import AlertsConfig, WindowConfig
+from monitor.datafiles import LLMColumns, Table
 from monitor.demo.charlm import GPTConfig, generate, load_or_train
 from monitor.demo.common import close_timeout, demo_config, demo_pipeline, wait_for_results
 from monitor.demo.llm_server import serve
@@ -39,10 +43,12 @@ from monitor.demo.shakespeare import corpus
 from monitor.errors import InferwatchError
 from monitor.evaluation import WindowResult
 from monitor.events import FeedbackEvent
-from monitor.profiles import Profile
+from monitor.offline import build_profile
 
 MODEL, VERSION = "charlm", "1"
 MAX_TOKENS = 60
+REFERENCE_ANSWERS = 120
+TEXT_FEATURES = generation_feature_names()
 OTHER_DOMAIN = (
     "How do I reset my password on the new portal?",
     "My invoice shows the wrong VAT number, can you fix it?",
@@ -65,6 +71,8 @@ class LLMWindow:
     ttft_p50_s: float
     detectors: tuple[str, ...]
     findings: tuple[str, ...]
+    prompt_mmd_p: float  # the embedding drift test's p-value on the prompts (NaN: not run)
+    text_drifted: tuple[str, ...]  # text features whose drift test fired
 
 
 @dataclass(frozen=True)
@@ -126,8 +134,9 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
     progress(f"model ready: held-out loss {stats.val_loss:.2f} nats/char (trained in {stats.seconds:.0f} s)")
 
     # reference: the model's answers to held-out lines, and how often users accepted them (simulated)
-    tokens, logprobs, empty, refusal = [], [], [], []
-    for i, prompt in enumerate(_prompts(text, rng, 120)):
+    # and what the prompts and answers look like as text, computed as the sidecar computes it for live traffic
+    tokens, logprobs, empty, refusal, texts, embeddings = [], [], [], [], [], []
+    for i, prompt in enumerate(_prompts(text, rng, REFERENCE_ANSWERS)):
         gen = generate(model, tokenizer, prompt, MAX_TOKENS, temperature=0.8, seed=seed + i, stop="\n\n")
         steps = list(gen)
         answer = "".join(s.text for s in steps)
@@ -135,13 +144,18 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
         logprobs.append(float(np.mean([s.logprob for s in steps])) if steps else np.nan)
         empty.append(not answer.strip())
         refusal.append(is_refusal(answer))
+        features, embedding = generation_features(prompt, answer, gen.prompt_tokens)
+        texts.append([features[name] for name in TEXT_FEATURES])
+        embeddings.append(embedding)
     answers = {"output_tokens": np.array(tokens, dtype=np.float64), "mean_logprob": np.array(logprobs),
-               "empty": np.array(empty), "refusal": np.array(refusal), "accepted": rng.random(len(tokens)) < 0.85}
+               "empty": np.array(empty), "refusal": np.array(refusal), "accepted": rng.random(len(tokens)) < 0.85,
+               "X": np.array(texts), "feature_names": np.array(TEXT_FEATURES), "embeddings": np.array(embeddings)}
     run = None
     if runs is None:
-        reference = build_llm_reference(answers["output_tokens"], answers["mean_logprob"], answers["empty"],
-                                        answers["refusal"], accepted=answers["accepted"])
-        profile = Profile(model=MODEL, version=VERSION, llm=reference, training_run=f"demo://charlm/seed-{seed}")
+        table = Table(x=answers["X"], feature_names=TEXT_FEATURES, embeddings=answers["embeddings"],
+                      llm=LLMColumns(answers["output_tokens"], answers["mean_logprob"], answers["empty"],
+                                     answers["refusal"], answers["accepted"]))
+        profile = build_profile(table, MODEL, VERSION, training_run=f"demo://charlm/seed-{seed}")
     else:
         progress("recording the training run ...")
         run = runs.record(TrainedRun(
@@ -213,7 +227,9 @@ def run_llm_demo(kafka: str | None = None, windows: int = 8, window_size: int = 
             output_tokens_p50=float("nan") if length is None else round(length.value, 1),
             ttft_p50_s=float("nan") if llm is None else round(llm.ttft_s.p50, 4),
             detectors=tuple(f.detector for f in found if f.drifted),
-            findings=tuple(llm.findings) if llm else ()))
+            findings=tuple(llm.findings) if llm else (),
+            prompt_mmd_p=float("nan") if r.embedding is None else float(r.embedding.p_value),
+            text_drifted=r.drifted_features))
     if out is not None:
         for alert in channel.alerts:
             out.alert(alert)
@@ -257,11 +273,13 @@ def _total(registry: CollectorRegistry, name: str) -> float:
 def format_llm_report(r: LLMDemoReport) -> str:
     lines = [f"LLM: {r.windows * r.window_size} completions of a character-level GPT through the sidecar, "
              f"prompts from another domain from window {r.drift_injected_at_window}", "",
-             " window  traffic   accepted  mean logprob  tokens  TTFT p50   found"]
+             " window  traffic   accepted  mean logprob  tokens  TTFT p50  prompts MMD p  found"]
     for w in r.per_window:
+        found = [*w.findings, *(["prompts moved (embedding)"] if "embedding_drift" in w.detectors else []),
+                 *(["text: " + ", ".join(w.text_drifted)] if w.text_drifted else [])]
         lines.append(f" {w.window:>6}  {'DRIFTED' if w.drift_injected else 'clean':<8}  {w.acceptance:>8.2f}  "
-                     f"{w.mean_logprob:>12.3f}  {w.output_tokens_p50:>6.1f}  {w.ttft_p50_s * 1000:>6.1f} ms   "
-                     f"{'; '.join(w.findings) or '-'}")
+                     f"{w.mean_logprob:>12.3f}  {w.output_tokens_p50:>6.1f}  {w.ttft_p50_s * 1000:>6.1f} ms  "
+                     f"{w.prompt_mmd_p:>13.4f}  {'; '.join(found) or '-'}")
     lines.append("")
     for a in r.alerts:
         lines.append(f"ALERT {a['status']:<8} {a['detector']:<16} {a['model']}/{a['version']} window {a['window']}: "
