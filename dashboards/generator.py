@@ -29,8 +29,8 @@ _TOKENS = "inferwatch_gen_ai_client_token_usage"
 
 def generator_dashboard(uid: str) -> dict[str, Any]:
     d = new_dashboard(uid, "inferwatch / generator", "One generative model watched by inferwatch: latency per "
-                      "token, throughput, output length and log-probability, acceptance, refusals, prompt drift, "
-                      "alerts.", ["inferwatch", "generator"])
+                      "token, throughput, output length and log-probability, acceptance, refusals, prompt drift "
+                      "(embedding and text features), alerts.", ["inferwatch", "generator"])
     for variable in model_variables("generator"):
         d = d.with_variable(variable)
 
@@ -101,5 +101,13 @@ def generator_dashboard(uid: str) -> dict[str, Any]:
         11, "Alerts firing (all models)", "Alerts firing now, by severity.", "short",
         [query("A", "sum by (severity) (inferwatch_alerts_firing)", "{{severity}}")], width=4, height=8,
         red_above=1))
+    d = d.with_panel(timeseries(
+        12, "Prompt and answer text (sidecar text features)", "How far each text feature the sidecar computes "
+        "from the prompts and answers alone (length in characters and tokens, share of letters, digits, "
+        "punctuation, other scripts) moved from the reference in the last window: Wasserstein distance in "
+        "reference standard deviations. Support questions instead of play lines raise the punctuation and digit "
+        "shares of the prompts long before anyone reads them.", "none",
+        [query("A", f'inferwatch_drift_wasserstein_sd{{{MV}, feature=~"(prompt|completion)[.].*"}}',
+               "{{feature}} v{{version}}")], width=24))
     return encode(d)
 

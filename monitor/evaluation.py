@@ -178,7 +178,9 @@ class WatchedModel:
         values present. A feature the profile does not know, or an event with none of the profile's features,
         is a mismatch (most likely events of another model). Not so for a generation: its features describe the
         prompt and completion texts (the sidecar's ``text_features``), so a profile built without them, or with
-        some of them, takes the ones it knows and ignores the rest."""
+        some of them, takes the ones it knows and ignores the rest; and a generation's embedding of another width
+        than the profile's (the sidecar's 256-dim text hash, where the profile holds a model's own prompt
+        embeddings) is left out of the embedding test rather than rejected."""
         features = event.features
         if event.generation is not None:
             if not features.keys() <= self._known:
@@ -218,11 +220,12 @@ class WatchedModel:
                                                    f"{self.n_classes} classes")
             values["probs"] = event.probabilities
         if "embedding" in self.layout and event.embedding is not None:
-            if len(event.embedding) != self.layout["embedding"].width:
+            if len(event.embedding) == self.layout["embedding"].width:
+                values["embedding"] = event.embedding
+            elif event.generation is None:  # a generation's is another embedder's: left out (docstring)
                 return EventError("invalid_value", f"{event.key} event {event.request_id!r} has an embedding of "
                                                    f"{len(event.embedding)} values, the profile "
                                                    f"{self.layout['embedding'].width}")
-            values["embedding"] = event.embedding
         if "llm" in self.layout and event.generation is not None:
             g, lat = event.generation, event.latency
             values["llm"] = (g.output_tokens, np.nan if g.mean_logprob is None else g.mean_logprob,

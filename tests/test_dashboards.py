@@ -25,6 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from collectors.text_features import generation_feature_names, generation_features
 from dashboards import KINDS, build_dashboards, dashboard_uid, panel_queries, write_dashboards
 from monitor.errors import ConfigError
 from monitor.events import Event, FeedbackEvent, Generation, InferenceEvent, Latency, encode_batch
@@ -205,6 +206,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 W = np.array([[1.5, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.5], [0.5, 0.5, -0.5]])  # (F=4, K=3)
 FEATURES = ("f0", "f1", "f2", "f3")
+TEXT_FEATURES = generation_feature_names()
 
 
 def _classified(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, ...]:
@@ -228,7 +230,11 @@ def _profiles(folder: Path, rng: np.random.Generator) -> tuple[Profile, Profile]
     n = 600
     llm = LLMColumns(output_tokens=rng.integers(3, 13, n).astype(np.float64), mean_logprob=-rng.exponential(1.0, n),
                      empty=rng.random(n) < 0.02, refusal=rng.random(n) < 0.02, accepted=rng.random(n) < 0.8)
-    generator = build_profile(Table(x=np.empty((n, 0)), feature_names=(), embeddings=rng.normal(size=(n, 8)),
+    # the text features the sidecar computes (and _generations attaches) of prompts like the test's own
+    texts = [generation_features(f"question {i}", "answer " * int(k), 7)[0]
+             for i, k in enumerate(rng.integers(3, 13, n))]
+    x = np.array([[t[name] for name in TEXT_FEATURES] for t in texts], dtype=np.float64)
+    generator = build_profile(Table(x=x, feature_names=TEXT_FEATURES, embeddings=rng.normal(size=(n, 8)),
                                     llm=llm), "chat", "1", training_run="runs/7")
     save_profile(folder / "tabular.profile.npz", classifier)
     save_profile(folder / "chat.profile.npz", generator)
@@ -257,6 +263,7 @@ def _generations(rng: np.random.Generator, n: int, start: float) -> tuple[list[E
         tokens = int(rng.integers(3, 13))
         events.append(InferenceEvent(
             request_id=rid, time=start + i, model="chat", version="1", task="generation",
+            features=generation_features(f"question {i}", "answer " * tokens, 7)[0],
             embedding=[float(v) for v in rng.normal(size=8)],
             generation=Generation(prompt_tokens=7, output_tokens=tokens, output_chars=3 * tokens,
                                   mean_logprob=float(-rng.exponential(1.0)), stop_reason="stop", refusal=False),

@@ -161,3 +161,35 @@ def generation_features_of(prompt: str, completion: str) -> tuple[dict[str, floa
     from collectors.text_features import generation_features
 
     return generation_features(prompt, completion, prompt_tokens=len(prompt))
+
+
+def test_a_generation_embedding_of_another_width_is_left_out_not_rejected() -> None:
+    """A profile holding a model's own 8-dim prompt embeddings, and sidecar events with the 256-dim text hash."""
+    from monitor.config import DetectConfig, WindowConfig
+    from monitor.datafiles import Table
+    from monitor.evaluation import EventError, WatchedModel
+    from monitor.events import Generation, InferenceEvent
+    from monitor.offline import build_profile
+
+    rng = np.random.default_rng(1)
+    profile = build_profile(Table(x=np.empty((100, 0)), feature_names=(), embeddings=rng.normal(size=(100, 8))),
+                            "m", "1")
+    model = WatchedModel(profile, DetectConfig(), WindowConfig())
+    features, embedding = generation_features_of("Hello there", "General Kenobi.")
+    generation = InferenceEvent(request_id="g", time=1.0, model="m", version="1", task="generation",
+                                features=features, embedding=embedding,
+                                generation=Generation(prompt_tokens=11, output_tokens=15, output_chars=15))
+    values = model.values(generation)
+    assert not isinstance(values, EventError) and "embedding" not in values
+    own = msgspec_replace(generation, embedding=[0.5] * 8)
+    values = model.values(own)
+    assert not isinstance(values, EventError) and values["embedding"] == [0.5] * 8
+    wrong = InferenceEvent(request_id="c", time=1.0, model="m", version="1", task="classification", embedding=[1.0])
+    rejected = model.values(wrong)
+    assert isinstance(rejected, EventError) and rejected.reason == "invalid_value"
+
+
+def msgspec_replace(event, **changes):  # type: ignore[no-untyped-def]
+    import msgspec
+
+    return msgspec.structs.replace(event, **changes)
