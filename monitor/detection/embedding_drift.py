@@ -1,7 +1,8 @@
-"""Embedding drift: MMD² with an RBF kernel and a permutation p-value (linear-time above a size), in torch.
+"""Embedding drift: MMD² with an RBF kernel and a permutation p-value (linear-time above a size).
 
-torch is an optional extra: without it the detector says so once in the log and reports nothing; the other
-detectors go on.
+The test runs on torch when it is installed (on the GPU when there is one) and on numpy otherwise
+(:class:`~detectors.mmd.MMDDetector` with ``backend="auto"``): the same statistic, so images without torch
+monitor embeddings too.  Falling back to numpy is logged once per model version at INFO.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class EmbeddingDrift(DetectorBase):
     def __init__(self, model: ModelContext) -> None:
         self._model = model
         self._mmd: MMDDetector | None = None
-        self._unavailable = False
 
     @classmethod
     def build(cls, model: ModelContext) -> EmbeddingDrift | None:
@@ -35,19 +35,18 @@ class EmbeddingDrift(DetectorBase):
 
     def evaluate(self, inputs: Inputs) -> MMDResult | None:
         current = inputs.column("embedding")
-        if current is None or self._unavailable:
+        if current is None:
             return None
         cfg, profile = self._model.detect.embedding, self._model.profile
         if self._mmd is None:
             assert profile.embeddings is not None  # build() checked
-            try:
-                self._mmd = MMDDetector(profile.embeddings, bandwidth=profile.embedding_bandwidth,
-                                        permutations=cfg.permutations, alpha=self._model.detect.alpha,
-                                        linear_above=cfg.linear_above, min_samples=self._model.window.min_samples)
-            except ImportError as exc:  # torch is an optional extra: say so once, keep the other detectors
-                self._unavailable = True
-                log.error("embedding drift disabled for %s/%s: %s", profile.model, profile.version, exc)
-                return None
+            self._mmd = MMDDetector(profile.embeddings, bandwidth=profile.embedding_bandwidth,
+                                    permutations=cfg.permutations, alpha=self._model.detect.alpha,
+                                    linear_above=cfg.linear_above, min_samples=self._model.window.min_samples,
+                                    backend="auto")
+            if self._mmd.backend == "numpy":  # "auto" takes numpy only when torch cannot be imported
+                log.info("embedding drift for %s/%s runs on numpy (CPU): torch is not installed",
+                         profile.model, profile.version)
         return self._mmd.test(current[: cfg.max_rows])
 
     @staticmethod
