@@ -7,7 +7,7 @@ KAFKA := deploy/local/kafka.sh
 BENCH_VENV ?= .venv-bench
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps bench-install bench demo test lint typecheck kafka-up kafka-down clean gpu-check
+.PHONY: install system-deps bench-install bench demo test lint typecheck kafka-up kafka-down clean gpu-check deploy-tools
 
 # Debian packages the tests and benchmarks use beside Java and Maven: a real Prometheus scrapes the daemon,
 # nginx is the sidecar's peer in its benchmark, wrk drives both, headless chromium opens the status page and
@@ -57,9 +57,9 @@ typecheck: install
 	$(BIN)/mypy
 
 # The pytest session starts its own broker (deploy/local/kafka.sh with a fresh run dir) and stops it.
-test: install system-deps bench-install lint typecheck
+test: install system-deps bench-install deploy-tools lint typecheck
 	$(KAFKA) fetch
-	$(BIN)/pytest $(PYTEST_ARGS)
+	INFERWATCH_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (they skip visibly elsewhere): every CUDA and NVML test, then the MMD
 # benchmark on the GPU beside alibi-detect on the same device; one summary line at the end.
@@ -78,3 +78,13 @@ kafka-down:
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# helm for the deploy tests (tests/test_deploy.py), built once from the Go module proxy into $(DEPLOY_BIN)
+# (a few minutes the first time; Go's module and build caches make a rebuild fast). Nothing when present.
+DEPLOY_BIN ?= $(HOME)/.cache/inferwatch/bin
+HELM_VERSION := v3.22.0
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+deploy-tools:
+	@test -x $(DEPLOY_BIN)/helm || { echo "building helm $(HELM_VERSION) into $(DEPLOY_BIN)"; \
+	  mkdir -p $(DEPLOY_BIN) && GOBIN=$(DEPLOY_BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@$(DEPLOY_BIN)/helm version --short

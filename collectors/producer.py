@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collectors.spool import Spool, SpoolError, SpoolRecord
 from monitor.config import SidecarConfig, default_of
+from monitor.errors import RecordRejected
 from monitor.events import (
     BATCH_SCHEMA,
     COLUMNS_SCHEMA,
@@ -91,7 +92,7 @@ class ProducerMetrics:
 
 
 #: Every reason an event can be dropped for (the ``reason`` label of the dropped counter).
-DROP_REASONS = ("queue_full", "spool_full", "spool_error", "closed", "encode_error", "send_error")
+DROP_REASONS = ("queue_full", "spool_full", "spool_error", "closed", "encode_error", "send_error", "rejected")
 
 
 def producer_metrics(registry: CollectorRegistry) -> ProducerMetrics:
@@ -302,6 +303,7 @@ class EventProducer:
         self._window: list[SpoolRecord] = []
         self._window_gen = 0
         self._window_acked: list[bool] = []
+        self._window_rejected: list[int] = []  # events of each window record the destination rejected for good
         self._window_failed = False
         self._window_sent_at = 0.0  # when the window was sent, or its last acknowledgement came
         self._probe = True
@@ -566,6 +568,11 @@ class EventProducer:
                     self.metrics.acked.inc(n)
                     self.metrics.send_seconds.observe(self._clock() - record.sent_at)
                     self._held -= n
+                elif isinstance(error, RecordRejected):  # for good: spooling it would block every later record
+                    log.warning("batch of %d events for %s rejected, dropped: %s", n, key, error)
+                    self.metrics.dropped.labels(reason="rejected").inc(n)
+                    self._held -= n
+                    self._drops += n
                 else:
                     self.metrics.send_errors.inc()
                     log.warning("batch of %d events for %s failed: %s", n, key, error)
@@ -671,10 +678,15 @@ class EventProducer:
                 self._window_gen += 1  # later callbacks of this window are ignored
                 acked = self._window_acked.index(False) if failed else len(self._window)
             window, self._window = self._window[:acked], []
-            if window:  # release the acknowledged prefix; the rest is sent again
+            rejected = sum(self._window_rejected[:acked])
+            if window:  # release the acknowledged (or rejected for good) prefix; the rest is sent again
                 self.spool.release(window[-1])
                 self.metrics.replayed.inc(sum(r.events for r in window))
-                self.metrics.acked.inc(sum(r.events for r in window))
+                self.metrics.acked.inc(sum(r.events for r in window) - rejected)
+                if rejected:
+                    self.metrics.dropped.labels(reason="rejected").inc(rejected)
+                    with self._cond:
+                        self._drops += rejected
                 self._spool_gauges()
             self._probe = failed
             if failed:
@@ -694,6 +706,7 @@ class EventProducer:
             return
         with self._cond:
             self._window_acked = [False] * len(records)
+            self._window_rejected = [0] * len(records)
             self._window_failed = False
             self._window_sent_at = now
             gen = self._window_gen
@@ -701,7 +714,7 @@ class EventProducer:
         for i, record in enumerate(records):
             try:
                 self._producer.send(self.topic, record.value, record.key, record.headers,
-                                    on_done=self._replay_done(gen, i, now))
+                                    on_done=self._replay_done(gen, i, now, record.events))
                 self.metrics.sent.inc(record.events)
             except Exception as exc:
                 log.debug("replay send refused: %s", exc)
@@ -709,12 +722,16 @@ class EventProducer:
                     self._window_failed = True
                 break
 
-    def _replay_done(self, gen: int, index: int, sent_at: float) -> DoneCallback:
+    def _replay_done(self, gen: int, index: int, sent_at: float, events: int) -> DoneCallback:
         def done(error: BaseException | None) -> None:
             with self._cond:
                 if gen != self._window_gen:
                     return
-                if error is None:
+                if isinstance(error, RecordRejected):  # settled: released with the window, counted as dropped
+                    log.warning("a spooled batch of %d events was rejected, dropped: %s", events, error)
+                    self._window_acked[index] = True
+                    self._window_rejected[index] = events
+                elif error is None:
                     self._window_acked[index] = True
                     self._window_sent_at = self._clock()  # a window times out only when acks stop coming
                     self.metrics.send_seconds.observe(self._clock() - sent_at)

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,12 +189,15 @@ def _parser() -> argparse.ArgumentParser:
                           description="Proxies Open Inference Protocol v2 (/v2/models/NAME/infer) and "
                                       "OpenAI-compatible (/v1/completions, /v1/chat/completions, streaming "
                                       "included) requests to the model server, captures each as an event and "
-                                      "sends it to Kafka through a bounded queue and an on-disk spool. Fail-open: "
-                                      "it starts serving at once, whether or not Kafka answers; while Kafka is "
-                                      "away, events go to the spool (--spool) and are replayed when it returns; "
-                                      "capture problems never touch the request. Events that fit nowhere are "
-                                      "dropped and counted by reason. Health and metrics on the admin listener. "
-                                      "Settings come from the `sidecar:` section of --config; flags override them.")
+                                      "sends it to Kafka (or, with --ingest, to a daemon's HTTP ingest) through a "
+                                      "bounded queue and an on-disk spool. Fail-open: it starts serving at once, "
+                                      "whether or not Kafka or the daemon answers; while they are away, events go "
+                                      "to the spool (--spool) and are replayed when they return; capture problems "
+                                      "never touch the request. Events that fit nowhere are dropped and counted by "
+                                      "reason. Health and metrics on the admin listener; beyond loopback its "
+                                      "/metrics needs a bearer token (--admin-token-file), or "
+                                      "sidecar.allow_unauthenticated: true. Settings come from the `sidecar:` "
+                                      "section of --config; flags override them.")
     side.add_argument("--config", type=Path, default=None, metavar="FILE",
                       help="YAML file with a `sidecar:` section (see README); flags override its values")
     side.add_argument("--upstream", default=None,
@@ -205,13 +208,21 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"/healthz, /readyz, /metrics listener (default {side_defaults.admin_host}:"
                            f"{side_defaults.admin_port})")
     side.add_argument("--kafka", default=None, metavar="HOST:PORT",
-                      help="Kafka bootstrap address (required, here or as sidecar.kafka)")
+                      help="Kafka bootstrap address (this or --ingest, here or as sidecar.kafka)")
+    side.add_argument("--ingest", default=None, metavar="URL",
+                      help="send events to a daemon's HTTP ingest (POST URL/v1/events; a daemon on the embedded "
+                           "bus) instead of Kafka, e.g. http://detector:9464 (or sidecar.ingest)")
+    side.add_argument("--ingest-token-file", default=None, metavar="FILE",
+                      help="file holding the bearer token sent to the ingest (the daemon's server.token_file)")
+    side.add_argument("--admin-token-file", default=None, metavar="FILE",
+                      help="file holding the bearer token the admin listener requires (all but /healthz, "
+                           "/readyz); needed when --admin is not loopback, unless sidecar.allow_unauthenticated")
     side.add_argument("--topic", default=None, help=f"events topic (default {side_defaults.topic})")
     side.add_argument("--model", action="append", default=[], metavar="NAME=MODEL/VERSION",
                       help="map an upstream model name to the monitored model and version (repeatable)")
     side.add_argument("--spool", type=Path, default=None, metavar="DIR",
-                      help="directory of the on-disk spool used while Kafka is unreachable (default: none, such "
-                           "events are dropped and counted)")
+                      help="directory of the on-disk spool used while Kafka (or the ingest) is unreachable "
+                           "(default: none, such events are dropped and counted)")
     side.add_argument("--spool-max-bytes", type=int, default=None,
                       help=f"bound on the spool's size (default {side_defaults.spool_max_bytes})")
     side.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -451,9 +462,10 @@ def _sidecar(args: argparse.Namespace) -> int:
 
     from collectors import ConnectingProducer, EventProducer, Spool
     from collectors.sidecar import run_sidecar
+    from collectors.sidecar.server import admin_guard
     from monitor.config import load_sidecar_config
     from monitor.errors import ConfigError
-    from monitor.transport import KafkaTransport
+    from monitor.transport import Producer
 
     def address(value: str, flag: str) -> tuple[str, int]:
         host, _, port = value.rpartition(":")
@@ -463,6 +475,8 @@ def _sidecar(args: argparse.Namespace) -> int:
 
     overrides: dict[str, object] = {}
     for key, value in (("upstream", args.upstream), ("kafka", args.kafka), ("topic", args.topic),
+                       ("ingest", args.ingest), ("ingest_token_file", args.ingest_token_file),
+                       ("admin_token_file", args.admin_token_file),
                        ("spool", None if args.spool is None else str(args.spool)),
                        ("spool_max_bytes", args.spool_max_bytes)):
         if value is not None:
@@ -480,28 +494,52 @@ def _sidecar(args: argparse.Namespace) -> int:
     if models:
         overrides["models"] = models
     config = load_sidecar_config(args.config, overrides)
-    if config.kafka is None:
-        raise ConfigError("no Kafka address: give --kafka HOST:PORT or sidecar.kafka in --config")
+    if config.kafka is None and config.ingest is None:
+        raise ConfigError("no Kafka address and no ingest URL: give --kafka HOST:PORT or --ingest URL (or "
+                          "sidecar.kafka or sidecar.ingest in --config)")
+    admin_guard(config, None, warn=False)  # refuse an open admin listener (or a bad token file) before anything
     registry = CollectorRegistry()
-    transport = KafkaTransport(config.kafka, client_id=config.client_id,
-                               extra_producer={"reconnect_backoff_max_ms": 1000}, registry=registry)
     spool = Spool(config.spool, max_bytes=config.spool_max_bytes) if config.spool else None
-    # Serving starts at once: the Kafka producer connects in the background, events are spooled meanwhile.
-    connecting = ConnectingProducer(transport.producer, registry)
-    events = EventProducer(connecting, config.topic, registry=registry, capacity=config.queue_capacity, spool=spool,
+    producer: Producer
+    closing: list[Callable[[], object]] = []
+    if config.ingest is not None:
+        from collectors.ingest import HttpIngestProducer
+
+        ingest = HttpIngestProducer(config.ingest, registry, config.ingest_token_file)
+        producer, destination = ingest, f"the HTTP ingest of {config.ingest}"
+
+        def status() -> str:
+            return ingest.status
+
+        closing.append(lambda: ingest.close(5.0))
+    else:
+        from monitor.transport import KafkaTransport
+
+        transport = KafkaTransport(config.kafka or "", client_id=config.client_id,
+                                   extra_producer={"reconnect_backoff_max_ms": 1000}, registry=registry)
+        # Serving starts at once: the Kafka producer connects in the background, events are spooled meanwhile.
+        connecting = ConnectingProducer(transport.producer, registry)
+        producer, destination = connecting, f"Kafka {config.kafka} topic {config.topic}"
+
+        def status() -> str:
+            return f"kafka producer {connecting.status}"
+
+        closing += [lambda: connecting.close(5.0), transport.close]
+
+    events = EventProducer(producer, config.topic, registry=registry, capacity=config.queue_capacity, spool=spool,
                            encoding=config.encoding)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("sidecar: %s:%d -> %s, events to Kafka %s topic %s (spool %s); admin on %s:%d", config.listen_host,
-             config.listen_port, config.upstream, config.kafka, config.topic, config.spool or "none",
+    log.info("sidecar: %s:%d -> %s, events to %s (spool %s); admin on %s:%d", config.listen_host,
+             config.listen_port, config.upstream, destination, config.spool or "none",
              config.admin_host, config.admin_port)
     try:
-        run_sidecar(config, events, registry, stop, status=lambda: f"kafka producer {connecting.status}")
+        run_sidecar(config, events, registry, stop, status=status)
     finally:
-        events.close()  # what Kafka did not acknowledge is in the spool by now
-        connecting.close(5.0)
-        transport.close()
+        events.close()  # what Kafka (or the ingest) did not acknowledge is in the spool by now
+        for close in closing:
+            close()
     return 0
 
 

@@ -35,6 +35,10 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     """Base of every config section: immutable, keyword-only, unknown keys rejected."""
 
 
+#: A file's path (a token file's, say): read when the component starts, not when the config is loaded.
+FilePath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
 class ModelConfig(_Strict, frozen=True):
     """A model version to watch and the reference profile its windows are compared with.
 
@@ -397,7 +401,17 @@ class ServerConfig(_Strict, frozen=True):
 
     ``read_timeout_s`` bounds the time to receive a request body (answered 408, never queued) and how long an
     idle connection is kept; ``max_connections`` bounds the connections served at once (more are answered
-    503); ``backlog`` is the listen queue of connections not yet accepted."""
+    503); ``backlog`` is the listen queue of connections not yet accepted.
+
+    Who may send (see :mod:`monitor.auth`): with ``token_file`` (a file whose first non-empty line is the token, at
+    least 16 visible ASCII characters, e.g. ``openssl rand -hex 32``), every request except ``GET /healthz`` and
+    ``/readyz`` must carry ``Authorization: Bearer <token>`` (ingest, ``/metrics``, the status page, reports);
+    others are answered 401 before their body is read, and counted in
+    ``inferwatch_http_unauthorized_total{reason}``. When ``host`` is not loopback (``127.0.0.0/8``, ``::1``,
+    ``localhost``; ``0.0.0.0`` and ``::`` are not), the daemon refuses to start without ``token_file`` unless
+    ``allow_unauthenticated: true`` says, explicitly, that anyone who can reach it may send (a warning is logged;
+    for a service mesh or NetworkPolicy that already limits callers). The server speaks plain HTTP: terminate TLS
+    in front of it (docs/operations.md, "Who may send: tokens and TLS")."""
 
     host: str = "127.0.0.1"
     port: Port = 9464
@@ -405,6 +419,8 @@ class ServerConfig(_Strict, frozen=True):
     read_timeout_s: PositiveFloat = 10.0
     max_connections: Positive = 256
     backlog: Positive = 1024
+    token_file: FilePath | None = None
+    allow_unauthenticated: bool = False
 
 
 class ModelRef(_Strict, frozen=True, kw_only=False):
@@ -418,7 +434,8 @@ class SidecarConfig(_Strict, frozen=True):
     """``inferwatch sidecar``: where it listens, what it proxies to, how much it captures, where events go.
 
     Read from the ``sidecar:`` section of a config file by :func:`load_sidecar_config` (command-line flags
-    override the file). The sidecar starts serving at once; while Kafka is unreachable, events go to the spool.
+    override the file). The sidecar starts serving at once; while Kafka (or the daemon's ingest) is unreachable,
+    events go to the spool.
 
     Attributes
     ----------
@@ -427,11 +444,21 @@ class SidecarConfig(_Strict, frozen=True):
     admin_host, admin_port : a separate listener for ``/healthz``, ``/readyz`` and ``/metrics``; separate so the
         model server's own ``/metrics`` and health routes (vLLM, Triton, KServe all have them) stay reachable
         through the proxy unchanged.
-    kafka : ``host:port[,host:port...]`` of the Kafka cluster events go to (required by ``inferwatch sidecar``).
+    kafka : ``host:port[,host:port...]`` of the Kafka cluster events go to. ``inferwatch sidecar`` needs exactly one
+        of ``kafka`` and ``ingest``.
+    ingest : ``http://host:port`` (or ``https://``, with an optional path prefix) of a daemon on the embedded bus:
+        each record is ``POST``-ed to ``{ingest}/v1/events`` instead of going to Kafka, with the same spool and
+        drop accounting (see :class:`collectors.ingest.HttpIngestProducer`).
+    ingest_token_file : file whose first non-empty line is the bearer token sent to the daemon's ingest (the
+        daemon's ``server.token_file`` holds the same token); read at start, and again when the daemon answers 401.
+    admin_token_file : file holding the token the admin listener requires on every path but the probes
+        (``/metrics`` above all); ``GET``/``HEAD`` ``/healthz`` and ``/readyz`` never need one.
+    allow_unauthenticated : when ``admin_host`` is not loopback (``0.0.0.0``, the default, is not), the sidecar
+        refuses to start without ``admin_token_file`` unless this is ``true`` (then it logs a warning).
     topic : topic for events.
     client_id : the Kafka client id.
-    spool : folder of the on-disk spool used while Kafka is unreachable (``None``: no spool, such events are
-        dropped and counted).
+    spool : folder of the on-disk spool used while Kafka (or the ingest) is unreachable (``None``: no spool, such
+        events are dropped and counted).
     spool_max_bytes : bound on the spool's size; beyond it events are dropped and counted (``spool_full``).
     queue_capacity : events held in memory on their way to Kafka or the spool; beyond it they are dropped.
     models : upstream model name (OIP URL or OpenAI ``model`` field) to monitored model and version; names not
@@ -465,6 +492,10 @@ class SidecarConfig(_Strict, frozen=True):
     admin_host: str = "0.0.0.0"
     admin_port: Port = 9400
     kafka: Name | None = None
+    ingest: Name | None = None
+    ingest_token_file: FilePath | None = None
+    admin_token_file: FilePath | None = None
+    allow_unauthenticated: bool = False
     topic: Name = "inferwatch.events"
     client_id: Name = "inferwatch-sidecar"
     spool: str | None = None
@@ -501,6 +532,22 @@ class SidecarConfig(_Strict, frozen=True):
                 raise ConfigError(f"Expected a finite number of seconds > 0, got {value} at sidecar.{key}")
         if self.ready_path is not None and not self.ready_path.startswith("/"):
             raise ConfigError(f"ready_path must start with '/', got {self.ready_path!r} at sidecar.ready_path")
+        if self.kafka is not None and self.ingest is not None:
+            raise ConfigError("give one of kafka and ingest, not both: events go to Kafka or to a daemon's HTTP "
+                              "ingest at sidecar.ingest")
+        if self.ingest is not None:
+            ingest = urlsplit(self.ingest)
+            try:
+                ingest.port  # noqa: B018 - raises on a port that is not a number in range
+            except ValueError as exc:
+                raise ConfigError(f"ingest has an invalid port: {exc} at sidecar.ingest") from exc
+            if ingest.scheme not in ("http", "https") or not ingest.hostname or ingest.query or ingest.fragment \
+                    or ingest.username is not None:
+                raise ConfigError(f"ingest must look like http://host:port (the daemon's server), got "
+                                  f"{self.ingest!r} at sidecar.ingest")
+        if self.ingest_token_file is not None and self.ingest is None:
+            raise ConfigError("ingest_token_file is the token sent to a daemon's HTTP ingest: it needs sidecar.ingest "
+                              "at sidecar.ingest_token_file")
 
     @property
     def upstream_address(self) -> tuple[str, int]:

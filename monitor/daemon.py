@@ -20,7 +20,7 @@ from types import FrameType
 
 from monitor.config import Config
 from monitor.reports import report_page
-from monitor.server import DaemonServer, PageHandler
+from monitor.server import DaemonServer, PageHandler, check_server
 from monitor.status import favicon
 from monitor.wiring import build_pipeline
 
@@ -74,7 +74,11 @@ def tune_process() -> None:
 
 
 def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
-    """Watch the configured models until ``stop`` is set (or, in the main thread, SIGTERM or SIGINT)."""
+    """Watch the configured models until ``stop`` is set (or, in the main thread, SIGTERM or SIGINT).
+
+    A server beyond loopback with neither ``server.token_file`` nor ``server.allow_unauthenticated`` is refused
+    (:class:`~monitor.errors.ConfigError`) before anything is built."""
+    guard = check_server(config.server.host, config.server.token_file, config.server.allow_unauthenticated)
     wiring = build_pipeline(config, stop=stop)
     embedded = config.kafka is None
     pages: dict[str, PageHandler] = {"/": wiring.status.handler, "/favicon.ico": favicon}
@@ -104,7 +108,8 @@ def run_daemon(config: Config, stop: threading.Event | None = None) -> int:
         signal.signal(signal.SIGINT, on_signal)
     server.start()
     source = f"Kafka at {config.kafka.bootstrap}" if config.kafka else \
-        f"the embedded bus (POST events to http://{config.server.host}:{server.port}/v1/events)"
+        f"the embedded bus (POST events to http://{config.server.host}:{server.port}/v1/events" + \
+        (", with the bearer token of server.token_file)" if guard.enabled else ")")
     log.info("inferwatch watching %s from %s; metrics on http://%s:%d/metrics",
              ", ".join(m.key for m in config.models), source, config.server.host, server.port)
     started = time.monotonic()

@@ -23,6 +23,11 @@ class TransportError(InferwatchError):
     """The event transport (Kafka or the in-process bus) failed in a way the caller must handle."""
 
 
+class RecordRejected(TransportError):
+    """The destination refused this record for good (an HTTP ingest's 400 or 413): sending it again cannot
+    succeed. A producer drops it, counted as ``rejected``, instead of spooling it."""
+
+
 class CommitRejected(TransportError):
     """The group did not accept an offset commit because it is rebalancing (or this member's generation
     is stale). Nothing is lost: the next poll completes the rebalance and every partition this member owns

@@ -15,6 +15,11 @@ only what it cannot take, and never queues a body it did not receive whole:
 503   the bus is full (its readers lag), or ``max_connections`` connections are being served already
 ====  =================================================================================================
 
+With a token (``server.token_file``, see :mod:`monitor.auth`), every request but ``GET /healthz`` and
+``/readyz`` must carry ``Authorization: Bearer <token>``; otherwise it is answered 401 (``WWW-Authenticate:
+Bearer``) before anything else, a ``POST`` before its body is read, and the connection is closed. A successful
+ingest answers 202: the record is queued on the bus, not yet evaluated.
+
 Connections beyond ``max_connections`` wait in a listen queue of ``backlog`` (the standard library's default
 of 5 reset all but a handful of 200 simultaneous clients); an idle keep-alive connection is closed after
 ``read_timeout_s``.
@@ -34,11 +39,12 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from monitor.auth import PROBE_PATHS, WWW_AUTHENTICATE, Guard, listener_guard, refusal_counter
 from monitor.config import ServerConfig
 from monitor.errors import ConfigError
 from monitor.transport import Producer
 
-__all__ = ["DaemonServer", "PageHandler"]
+__all__ = ["DaemonServer", "PageHandler", "check_server"]
 
 #: Serves one ``GET``: takes the request path (no query), returns (status code, body, content type).
 PageHandler = Callable[[str], tuple[int, bytes, str]]
@@ -94,15 +100,24 @@ class DaemonServer:
     max_body_bytes, read_timeout_s, max_connections, backlog : see :class:`~monitor.config.ServerConfig`.
     pages : ``GET`` handlers by path; a path that ends in ``/`` (other than ``/`` itself) serves everything
         under it. A handler that raises answers 500; the server goes on.
+    token_file, allow_unauthenticated : who may send (see :class:`~monitor.config.ServerConfig`); a ``host``
+        beyond loopback without either raises :class:`ConfigError`. Refusals are counted in
+        ``inferwatch_http_unauthorized_total{reason}`` on ``registry``.
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
                  ingest: Producer | None = None, topics: dict[str, str] | None = None,
                  max_body_bytes: int = _DEFAULTS.max_body_bytes, read_timeout_s: float = _DEFAULTS.read_timeout_s,
                  max_connections: int = _DEFAULTS.max_connections, backlog: int = _DEFAULTS.backlog,
-                 pages: Mapping[str, PageHandler] | None = None) -> None:
+                 pages: Mapping[str, PageHandler] | None = None, token_file: str | None = None,
+                 allow_unauthenticated: bool = False) -> None:
+        guard = check_server(host, token_file, allow_unauthenticated, warn=True)
         requests = Counter("inferwatch_http_requests_total", "HTTP requests served by the daemon.",
                            ("path", "code"), registry=registry)
+        unauthorized = refusal_counter(registry, "inferwatch_http_unauthorized_total",
+                                       "Requests refused 401 for want of the bearer token (server.token_file), by "
+                                       "reason: missing, malformed, wrong.")
+        unauthorized_log = _SpellLog()
         routes = {f"/v1/{kind}": topic for kind, topic in (topics or {}).items()} if ingest else {}
         handlers: dict[str, PageHandler] = dict(pages or {})
 
@@ -120,21 +135,38 @@ class DaemonServer:
                 log.debug("%s %s", self.address_string(), format % args)
 
             def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
-                       close: bool = False) -> None:
+                       close: bool = False, extra: Mapping[str, str] | None = None) -> None:
                 path = self.path.split("?", 1)[0]
                 label = path if path in _KNOWN or path in routes else page_of(path) or "other"
                 requests.labels(path=label, code=str(code)).inc()
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 if close:
                     self.close_connection = True
                     self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _refused(self) -> bool:
+                """Answer 401 and close (the body, if any, unread) unless the request carries the token."""
+                if not guard.enabled:
+                    return False
+                reason = guard.check(self.headers.get_all("Authorization") or [])
+                if reason is None:
+                    return False
+                if reason == "wrong":
+                    unauthorized_log.warn(self.address_string())
+                unauthorized.labels(reason=reason).inc()
+                self._reply(401, guard.body(reason), close=True, extra={"WWW-Authenticate": WWW_AUTHENTICATE})
+                return True
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                if path not in PROBE_PATHS and self._refused():
+                    return
                 if path == "/metrics":
                     self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
@@ -156,6 +188,8 @@ class DaemonServer:
             def do_POST(self) -> None:
                 # Every refusal before the body is read closes the connection: the unread body must not be
                 # taken for the next request.
+                if self._refused():
+                    return
                 topic = routes.get(self.path.split("?", 1)[0])
                 if topic is None or ingest is None:
                     self._reply(404, b"not found: POST /v1/events or /v1/feedback (embedded bus only)\n", close=True)
@@ -228,7 +262,8 @@ class DaemonServer:
         """The server that the ``server:`` section of the config describes."""
         return cls(config.host, config.port, registry, ready, ingest, topics, max_body_bytes=config.max_body_bytes,
                    read_timeout_s=config.read_timeout_s, max_connections=config.max_connections,
-                   backlog=config.backlog, pages=pages)
+                   backlog=config.backlog, pages=pages, token_file=config.token_file,
+                   allow_unauthenticated=config.allow_unauthenticated)
 
     @property
     def port(self) -> int:
@@ -241,6 +276,36 @@ class DaemonServer:
         if self._thread.is_alive():
             self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def check_server(host: str, token_file: str | None, allow_unauthenticated: bool, warn: bool = False) -> Guard:
+    """Who may use a daemon server on ``host`` (reads ``token_file``); :class:`ConfigError` when it would listen
+    beyond loopback with neither a token nor ``allow_unauthenticated`` (see :func:`monitor.auth.listener_guard`)."""
+    return listener_guard(host, token_file, allow_unauthenticated, host_key="server.host",
+                          token_key="server.token_file", allow_key="server.allow_unauthenticated",
+                          what="the daemon's HTTP server (event ingest, /metrics, status pages)", warn=warn)
+
+
+class _SpellLog:
+    """Logs the first refused token of a spell (and how many followed, once a quiet minute ends it), never the
+    token itself: a client with a stale token must not flood the log."""
+
+    def __init__(self, quiet_s: float = 60.0) -> None:
+        self._quiet_s = quiet_s
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._count = 0
+
+    def warn(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            fresh, count = now - self._last >= self._quiet_s, self._count
+            self._last = now
+            self._count = 1 if fresh else self._count + 1
+        if fresh:
+            tail = f" ({count} in the last spell)" if count > 1 else ""
+            log.warning("refused a wrong bearer token from %s (counted in inferwatch_http_unauthorized_total)%s",
+                        client, tail)
 
 
 def _in_use(exc: OSError) -> bool:

@@ -319,7 +319,8 @@ def test_probe_8_a_port_in_use_is_a_message_and_exit_2(tmp_path: Path) -> None:
 
 def test_probe_8_a_host_that_cannot_be_bound_is_a_message_and_exit_2(tmp_path: Path) -> None:
     # 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of this machine, so bind fails with EADDRNOTAVAIL.
-    done = _run_cli(_config(tmp_path, write_profile(tmp_path), ", host: 192.0.2.1"))
+    # Not loopback, so it also needs a token or allow_unauthenticated to get as far as binding.
+    done = _run_cli(_config(tmp_path, write_profile(tmp_path), ", host: 192.0.2.1, allow_unauthenticated: true"))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "inferwatch: error: cannot listen on 192.0.2.1:" in done.stderr and "server.host" in done.stderr
 
