@@ -393,14 +393,15 @@ def test_bodies_over_the_capture_cap_are_proxied_not_captured() -> None:
         s.upstream.close()
 
 
-def test_hanging_upstream_gives_504_after_the_response_timeout() -> None:
-    s, stop, thread = start_stack(response_timeout_s=1.0)
+@pytest.mark.parametrize("timeout_s", [1.0, 1.6])  # a timer per request; a timer armed by the sweep near the end
+def test_hanging_upstream_gives_504_after_the_response_timeout(timeout_s: float) -> None:
+    s, stop, thread = start_stack(response_timeout_s=timeout_s)
     try:
         started = time.monotonic()
         status, headers, body = call(s.port, "POST", "/hang", {}, {"x-request-id": "h1"})
         waited = time.monotonic() - started
         assert status == 504 and b"timed out" in body and headers["x-request-id"] == "h1"
-        assert waited > 0.9  # it waited for the timeout (the client's own timeout bounds the other side)
+        assert waited > timeout_s - 0.1  # it waited for the timeout (the client's own timeout bounds the other side)
         wait_until(lambda: s.metric("inferwatch_sidecar_upstream_errors_total", reason="response_timeout") == 1,
                    "the response timeout counted")
     finally:
@@ -540,3 +541,44 @@ def test_a_stream_that_finishes_without_text_is_an_empty_completion_event() -> N
     assert (event.generation.output_tokens, event.generation.output_chars) == (0, 0)
     assert event.generation.stop_reason == "stop" and event.latency is not None
     assert event.latency.time_to_first_token_s is None
+
+
+def test_the_sidecar_runs_on_uvloop_and_on_asyncio_without_it(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 item 1: uvloop when it is installed (a core dependency), asyncio's loop (and a line) when not."""
+    import sys
+
+    from collectors.sidecar.server import event_loop_factory
+
+    uvloop = pytest.importorskip("uvloop")
+    loop = event_loop_factory()()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on a platform without it
+    with caplog.at_level("INFO", logger="collectors.sidecar.server"):
+        loop = event_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("asyncio") and "uvloop is not installed" in caplog.text
+    finally:
+        loop.close()
+
+
+def test_request_ids_made_by_the_proxy_are_unique_hex() -> None:
+    """32 hex digits (as a uuid4's), made from a per-process random prefix and a counter: two proxies differ."""
+    from collectors.sidecar.capture import Capturer
+    from collectors.sidecar.metrics import sidecar_metrics
+    from collectors.sidecar.proxy import Shared
+
+    config = SidecarConfig()
+    loop = asyncio.new_event_loop()
+    try:
+        proxies = []
+        for _ in range(2):
+            metrics = sidecar_metrics(CollectorRegistry())
+            proxies.append(Shared(config, metrics, Capturer(config, metrics), None, loop))
+        ids = [shared.new_request_id() for shared in proxies for _ in range(1000)]
+    finally:
+        loop.close()
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

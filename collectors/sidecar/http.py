@@ -22,6 +22,8 @@ from monitor.errors import InferwatchError
 MAX_LINE_BYTES: Final = 8192
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_is_token: Final = _TOKEN.fullmatch
+_VERSIONS: Final = (b"HTTP/1.1", b"HTTP/1.0")
 
 FramingKind = Literal["none", "length", "chunked", "close"]
 
@@ -34,7 +36,10 @@ class HttpError(InferwatchError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+# The head and framing classes are made once per message on the proxy's hot path: plain (not frozen) slotted
+# dataclasses, as a frozen one sets each field through object.__setattr__, several times slower. Treat them as
+# immutable all the same.
+@dataclass(slots=True)
 class Framing:
     """Where a message body ends: nowhere (``none``), after ``length`` bytes, at the last chunk, or at EOF."""
 
@@ -43,9 +48,11 @@ class Framing:
 
 
 NO_BODY: Final = Framing("none")
+CHUNKED: Final = Framing("chunked")
+UNTIL_CLOSE: Final = Framing("close")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
     """A parsed request head; ``raw`` is exactly what the client sent, final CRLF included."""
 
@@ -57,7 +64,7 @@ class RequestHead:
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseHead:
     """A parsed response head; ``raw`` is exactly what the upstream sent, final CRLF included."""
 
@@ -70,56 +77,57 @@ class ResponseHead:
 
 
 def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
-    """Header fields by lower-cased name; repeated fields are joined with ``,`` (RFC 9110 §5.3)."""
+    """Header fields (``lines[1:]``) by lower-cased name; repeated fields are joined with ``,`` (RFC 9110 §5.3)."""
     headers: dict[bytes, bytes] = {}
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
-            raise HttpError("bad_header", f"invalid header line {line[:64]!r}")
+    for i in range(1, len(lines)):
+        name, sep, value = lines[i].partition(b":")
+        if not sep or not _is_token(name):
+            raise HttpError("bad_header", f"invalid header line {lines[i][:64]!r}")
         key = name.lower()
         value = value.strip(b" \t")
-        headers[key] = headers[key] + b"," + value if key in headers else value
+        if key in headers:
+            headers[key] += b"," + value
+        else:
+            headers[key] = value
     return headers
 
 
-def _length(headers: dict[bytes, bytes]) -> int | None:
-    value = headers.get(b"content-length")
-    if value is None:
-        return None
+def _length(value: bytes) -> int:
     if not value.isdigit() or len(value) > 18:  # also rejects "1,2" from repeated, differing fields
         raise HttpError("bad_length", f"invalid Content-Length {value[:32]!r}")
     return int(value)
 
 
-def _chunked(headers: dict[bytes, bytes]) -> bool:
-    value = headers.get(b"transfer-encoding")
-    if value is None:
-        return False
-    codings = [c.strip().lower() for c in value.split(b",")]
-    if codings[-1] != b"chunked":
+def _check_chunked(value: bytes) -> None:
+    if value.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
         raise HttpError("bad_transfer_encoding", f"unsupported Transfer-Encoding {value[:64]!r}")
-    return True
 
 
 def _keep_alive(version: bytes, headers: dict[bytes, bytes]) -> bool:
-    connection = headers.get(b"connection", b"").lower()
+    connection = headers.get(b"connection")
     if version == b"HTTP/1.1":
-        return b"close" not in connection
-    return b"keep-alive" in connection
+        return connection is None or b"close" not in connection.lower()
+    return connection is not None and b"keep-alive" in connection.lower()
 
 
 def parse_request_head(raw: bytes) -> RequestHead:
     """Parse a request head (request line and fields, ending in an empty line)."""
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0") or not _TOKEN.fullmatch(parts[0]):
+    if len(parts) != 3 or parts[2] not in _VERSIONS or not _is_token(parts[0]):
         raise HttpError("bad_request_line", f"invalid request line {lines[0][:64]!r}")
-    headers = _headers(lines[1:])
-    chunked = _chunked(headers)
-    length = _length(headers)
-    if chunked and length is not None:  # request smuggling guard (RFC 9112 §6.3)
-        raise HttpError("bad_length", "both Transfer-Encoding and Content-Length")
-    framing = Framing("chunked") if chunked else Framing("length", length) if length else NO_BODY
+    headers = _headers(lines)
+    coding = headers.get(b"transfer-encoding")
+    value = headers.get(b"content-length")
+    if coding is not None:
+        _check_chunked(coding)
+    length = _length(value) if value is not None else None
+    if coding is not None:
+        if length is not None:  # request smuggling guard (RFC 9112 §6.3)
+            raise HttpError("bad_length", "both Transfer-Encoding and Content-Length")
+        framing = CHUNKED
+    else:
+        framing = Framing("length", length) if length else NO_BODY
     return RequestHead(parts[0].decode("latin-1"), parts[1].decode("latin-1"), headers, framing,
                        _keep_alive(parts[2], headers), raw)
 
@@ -129,12 +137,15 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     lines = raw[:-4].split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
     code = rest[:3]
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or not code.isdigit():
+    if version not in _VERSIONS or len(code) != 3 or not code.isdigit() or code[0] == 0x30:  # 000-099: invalid
         raise HttpError("bad_status_line", f"invalid status line {lines[0][:64]!r}")
-    headers = _headers(lines[1:])
-    chunked = _chunked(headers)
-    return ResponseHead(int(code), headers, _keep_alive(version, headers), chunked,
-                        None if chunked else _length(headers), raw)
+    headers = _headers(lines)
+    coding = headers.get(b"transfer-encoding")
+    if coding is not None:
+        _check_chunked(coding)
+    value = headers.get(b"content-length")
+    return ResponseHead(int(code), headers, _keep_alive(version, headers), coding is not None,
+                        None if coding is not None or value is None else _length(value), raw)
 
 
 def response_framing(head: ResponseHead, method: str) -> Framing:
@@ -142,30 +153,46 @@ def response_framing(head: ResponseHead, method: str) -> Framing:
     if method == "HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
         return NO_BODY
     if head.chunked:
-        return Framing("chunked")
+        return CHUNKED
     if head.length is not None:
         return Framing("length", head.length) if head.length else NO_BODY
-    return Framing("close")
+    return UNTIL_CLOSE
 
 
 #: Fields that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
 
 
-def without_hop_by_hop(raw: bytes, headers: dict[bytes, bytes]) -> bytes:
-    r"""``raw`` head without its hop-by-hop fields and the fields its ``Connection`` names: a client's
-    ``Connection: close`` is about its connection to the sidecar, not the pooled one to the upstream. An
-    HTTP/1.0 head is left as it is (its ``Connection: keep-alive`` is what keeps the upstream connection open).
+#: Kept on a WebSocket upgrade request, which asks the upstream to turn this connection into a tunnel.
+UPGRADE_FIELDS: Final = frozenset({b"connection", b"upgrade"})
+
+
+def is_websocket_upgrade(headers: dict[bytes, bytes]) -> bool:
+    """Whether a request asks to switch its connection to WebSocket (RFC 6455 §4.1: ``Upgrade: websocket``
+    and ``Connection: Upgrade``)."""
+    upgrade = headers.get(b"upgrade")
+    return (upgrade is not None and b"websocket" in upgrade.lower()
+            and b"upgrade" in {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")})
+
+
+def without_hop_by_hop(raw: bytes, headers: dict[bytes, bytes], keep: frozenset[bytes] = frozenset()) -> bytes:
+    r"""``raw`` head without its hop-by-hop fields and the fields its ``Connection`` names, except those in
+    ``keep``: a client's ``Connection: close`` is about its connection to the sidecar, not the pooled one to the
+    upstream. An HTTP/1.0 head is left as it is (its ``Connection: keep-alive`` is what keeps the upstream
+    connection open).
 
     >>> raw = b"GET / HTTP/1.1\r\nHost: m\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n"
     >>> without_hop_by_hop(raw, {b"connection": b"close, X-Hop"})
     b'GET / HTTP/1.1\r\nHost: m\r\nX-Keep: 2\r\n\r\n'
+    >>> raw = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nKeep-Alive: 5\r\n\r\n"
+    >>> without_hop_by_hop(raw, {b"connection": b"keep-alive, Upgrade"}, UPGRADE_FIELDS)
+    b'GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n'
     """
     lines = raw[:-4].split(b"\r\n")
     if not lines[0].endswith(b" HTTP/1.1"):
         return raw
     named = {token.strip().lower() for token in headers.get(b"connection", b"").split(b",")}
-    drop = HOP_BY_HOP | named
+    drop = (HOP_BY_HOP | named) - keep
     kept = [lines[0], *(line for line in lines[1:] if line.split(b":", 1)[0].strip().lower() not in drop)]
     return b"\r\n".join(kept) + b"\r\n\r\n"
 
@@ -259,15 +286,21 @@ def simple_response(status: int, reason: str, body: bytes, *, close: bool = True
 
 
 __all__ = [
+    "CHUNKED",
+    "HOP_BY_HOP",
     "NO_BODY",
+    "UNTIL_CLOSE",
+    "UPGRADE_FIELDS",
     "ChunkedDecoder",
     "Framing",
     "HttpError",
     "RequestHead",
     "ResponseHead",
+    "is_websocket_upgrade",
     "parse_request_head",
     "parse_response_head",
     "response_framing",
     "simple_response",
     "with_header",
+    "without_hop_by_hop",
 ]

@@ -13,23 +13,32 @@ gone out (a body that ends at the close must not end cleanly when the upstream's
 broken chunked framing is answered 400 and the bytes after the break are never forwarded. A client that
 disconnects closes its upstream connection. Buffers are bounded: heads by ``max_head_bytes``, bodies in flight
 by the transports' write-buffer limits (reading from one side pauses while the other side cannot keep up).
-Not supported: ``101 Switching Protocols`` (upgrades are refused by closing the connection after the head), and
-retrying a request whose pooled upstream connection was closed by the upstream at the same moment (502).
+WebSocket: a request with ``Upgrade: websocket`` and ``Connection: Upgrade`` keeps those two fields on its way
+upstream (they are hop-by-hop, and dropped from every other request). When the upstream answers ``101 Switching
+Protocols``, the 101 head is relayed and the two connections become a tunnel: bytes are spliced both ways
+unchanged, with the same backpressure and idle timeout, until either side closes, which closes the other (after
+what it still has to write). The upstream connection leaves the pool for good. An upgrade is counted as route
+``other``, status ``1xx``, when its 101 is relayed, and never captured. An upstream that answers an upgrade
+request with anything else is relayed as a normal response. Other upgrades (``h2c``) lose their ``Upgrade``
+field, so the upstream answers them as plain requests; a 101 to a request that did not ask for it is a 502.
+Not supported: retrying a request whose pooled upstream connection was closed by the upstream at the same moment
+(502).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import re
 import socket
 import struct
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from prometheus_client import Counter, Histogram
 
@@ -38,11 +47,14 @@ from collectors.sidecar.capture import Capturer, Exchange, ExchangeBatch, Route,
 from collectors.sidecar.http import (
     HOP_BY_HOP,
     NO_BODY,
+    UNTIL_CLOSE,
+    UPGRADE_FIELDS,
     ChunkedDecoder,
     Framing,
     HttpError,
     RequestHead,
     ResponseHead,
+    is_websocket_upgrade,
     parse_request_head,
     parse_response_head,
     response_framing,
@@ -52,6 +64,7 @@ from collectors.sidecar.http import (
 )
 from collectors.sidecar.metrics import ROUTES, STATUS_CLASSES, SidecarMetrics
 from monitor.config import SidecarConfig
+from monitor.events import InferenceEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,13 @@ _X_REQUEST_ID: Final = b"x-request-id"
 _BUFFER_LIMIT: Final = 256 * 1024  # pipelined/early client bytes kept before reading from the client pauses
 _HANDOFF_EXCHANGES: Final = 256  # exchanges handed to the producer at once, at most ...
 _HANDOFF_S: Final = 0.01  # ... and at the latest this long after the first of them ended
+#: A response timeout at most this long gets its timer when the request goes upstream; a longer one only when the
+#: sweep (every 0.5 s) finds its deadline this close, so that most requests (answered well before) never make one.
+_TIMER_HORIZON_S: Final = 1.0
+#: Durations and arrival times: the loop's clock is only for timers and idle sweeps, as uvloop's ticks in
+#: milliseconds (once per loop iteration), too coarse for a latency histogram or a time to first token.
+_monotonic: Final = time.monotonic
+_STATUS_CLASS: Final = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")  # by status // 100, 5xx beyond
 
 #: ``callback(connection or None, failure reason) -> accepted``.
 Waiter = Callable[["Upstream | None", str], bool]
@@ -81,36 +101,75 @@ class Shared:
         self.requests: dict[tuple[str, str], Counter] = {
             (r, s): metrics.requests.labels(route=r, status=s) for r in ROUTES for s in STATUS_CLASSES}
         self.seconds: dict[str, Histogram] = {r: metrics.request_seconds.labels(route=r) for r in ROUTES}
-        self._handoff: list[Exchange] = []
+        self.id_prefix = os.urandom(8).hex().encode()  # request ids: this process's random prefix + a counter
+        self.ids = itertools.count()
+        self._handoff: list[Ended] = []
         self._handoff_timer: asyncio.TimerHandle | None = None
 
-    def submit(self, exchange: Exchange) -> None:
-        """Queue an exchange for capture; they reach the producer in batches (never waited on)."""
+    def new_request_id(self) -> bytes:
+        """32 hex digits, unique: cheaper than a uuid4 per request (no system call)."""
+        return b"%s%016x" % (self.id_prefix, next(self.ids))
+
+    def submit(self, ended: Ended) -> None:
+        """Queue an ended request for capture; they reach the producer in batches (never waited on)."""
         if self.producer is None:
-            self.capturer.capture(exchange)
+            self.capturer.capture(ended.exchange())
             return
-        self._handoff.append(exchange)
+        self._handoff.append(ended)
         if len(self._handoff) >= _HANDOFF_EXCHANGES:
             self.flush()
         elif self._handoff_timer is None:
             self._handoff_timer = self.loop.call_later(_HANDOFF_S, self.flush)
 
     def flush(self) -> None:
-        """Hand the queued exchanges to the producer now."""
+        """Hand the queued requests to the producer now."""
         if self._handoff_timer is not None:
             self._handoff_timer.cancel()
             self._handoff_timer = None
         batch, self._handoff = self._handoff, []
-        if batch and self.producer is not None and not self.producer.submit(ExchangeBatch(self.capturer,
-                                                                                          tuple(batch))):
-            for exchange in batch:
-                self.capturer.skip(exchange.route, "queue_full")
+        if batch and self.producer is not None and not self.producer.submit(EndedBatch(self.capturer, batch)):
+            for ended in batch:
+                self.capturer.skip(ended.flight.route, "queue_full")
 
     def sweep(self) -> None:
         """Close idle keep-alive connections and cut stalled ones (called about once a second)."""
         now = self.loop.time()
         for client in list(self.clients):
             client.sweep(now)
+
+
+class Ended:
+    """A request of a captured route that ended; its :class:`Exchange` is built on the producer's thread."""
+
+    __slots__ = ("finished", "flight", "status")
+
+    def __init__(self, flight: Flight, status: int, finished: float) -> None:
+        self.flight = flight  # no longer touched by the loop
+        self.status = status
+        self.finished = finished
+
+    def exchange(self) -> Exchange:
+        f = self.flight
+        return Exchange(route=f.route, path=f.head.target, request_id=f.request_id.decode(), time=f.wall,
+                        request_body=b"".join(f.request_body or ()), status=self.status,
+                        response_body=b"".join(f.capture_body or ()), event_stream=f.event_stream,
+                        pieces=f.pieces, started=f.started, finished=self.finished)
+
+
+class EndedBatch:
+    """Ended requests as one :class:`~collectors.producer.Capture`: exchanges and events made off the loop."""
+
+    __slots__ = ("capturer", "ended")
+
+    def __init__(self, capturer: Capturer, ended: list[Ended]) -> None:
+        self.capturer = capturer
+        self.ended = ended
+
+    def __len__(self) -> int:
+        return len(self.ended)
+
+    def events(self) -> list[InferenceEvent]:
+        return ExchangeBatch(self.capturer, tuple(e.exchange() for e in self.ended)).events()
 
 
 class Upstream(asyncio.Protocol):
@@ -121,11 +180,10 @@ class Upstream(asyncio.Protocol):
         self.client: Client | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.pooled = True  # False once it carries a WebSocket tunnel (see UpstreamPool.detach)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):
-            raise TypeError("the upstream transport must be a stream transport")
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's TCPTransport is no asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         if self.client is not None:
@@ -138,7 +196,8 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool.lost(self)
+        if self.pooled:
+            self.pool.lost(self)
         client, self.client = self.client, None
         if client is not None:
             client.upstream_lost(exc)
@@ -202,6 +261,11 @@ class UpstreamPool:
             up.closed = True
             up.transport.abort()
 
+    def detach(self, up: Upstream) -> None:
+        """A connection that became a WebSocket tunnel: no longer the pool's (it frees a place in it)."""
+        up.pooled = False
+        self.lost(up)
+
     def lost(self, up: Upstream) -> None:
         if up in self._idle:
             self._idle.remove(up)
@@ -241,10 +305,10 @@ class UpstreamPool:
 class Flight:
     """One request in flight on a client connection, and what has been seen of its response."""
 
-    __slots__ = ("capture_body", "capture_size", "chunks", "event_stream", "framing", "head", "pieces", "remaining",
-                 "request_body", "request_done", "request_id", "request_size", "response", "response_buffer",
-                 "response_chunks", "response_remaining", "reusable", "route", "sent", "skip", "started", "timer",
-                 "upstream", "wall")
+    __slots__ = ("capture_body", "capture_size", "chunks", "deadline", "event_stream", "framing", "head", "pieces",
+                 "remaining", "request_body", "request_done", "request_id", "request_size", "response",
+                 "response_buffer", "response_chunks", "response_remaining", "reusable", "route", "sent", "skip",
+                 "started", "timer", "upgrade", "upstream", "wall")
 
     def __init__(self, head: RequestHead, route: Route, request_id: bytes, started: float) -> None:
         self.head = head
@@ -254,6 +318,8 @@ class Flight:
         self.wall = time.time()
         self.upstream: Upstream | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # for the response head, once the request went upstream
+        self.upgrade = False  # a WebSocket upgrade request
         self.request_done = head.framing.kind == "none"
         self.remaining = head.framing.length
         self.chunks = ChunkedDecoder() if head.framing.kind == "chunked" else None
@@ -280,6 +346,7 @@ class Client(asyncio.Protocol):
         self.s = shared
         self.transport: asyncio.Transport | None = None
         self.flight: Flight | None = None
+        self.tunnel: Upstream | None = None  # after a WebSocket upgrade: bytes go there unparsed
         self.buffer = bytearray()
         self.last = shared.loop.time()
         self.closed = False
@@ -289,12 +356,10 @@ class Client(asyncio.Protocol):
 
     # -- client side --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):
-            raise TypeError("the client transport must be a stream transport")
-        self.transport = transport
+        self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport
         if len(self.s.clients) >= self.s.config.max_connections:
             self.s.metrics.client_errors.labels(reason="too_many_connections").inc()
-            transport.write(simple_response(503, "Service Unavailable", b"sidecar: too many connections\n"))
+            stream.write(simple_response(503, "Service Unavailable", b"sidecar: too many connections\n"))
             transport.close()
             self.closed = True
             return
@@ -307,6 +372,10 @@ class Client(asyncio.Protocol):
         self.last = self.s.loop.time()
         flight = self.flight
         if flight is None:
+            if self.tunnel is not None:
+                if self.tunnel.transport is not None:
+                    self.tunnel.transport.write(data)
+                return
             self.buffer += data
             self._next_request()
         elif flight.upstream is not None and not flight.request_done:
@@ -323,6 +392,11 @@ class Client(asyncio.Protocol):
         if self in self.s.clients:
             self.s.clients.discard(self)
             self.s.metrics.connections.set(len(self.s.clients))
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:  # the upstream side of the tunnel is closed after what it still has to write
+            tunnel.client = None
+            if tunnel.transport is not None:
+                tunnel.transport.close()
         flight, self.flight = self.flight, None
         if flight is not None:  # gone before its answer was complete
             self.s.metrics.client_errors.labels(reason="disconnect").inc()
@@ -332,13 +406,15 @@ class Client(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused_writing = True
-        if self.flight is not None and self.flight.upstream is not None and self.flight.upstream.transport:
-            self.flight.upstream.transport.pause_reading()
+        up = self.flight.upstream if self.flight is not None else self.tunnel
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused_writing = False
-        if self.flight is not None and self.flight.upstream is not None and self.flight.upstream.transport:
-            self.flight.upstream.transport.resume_reading()
+        up = self.flight.upstream if self.flight is not None else self.tunnel
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
 
     def set_paused(self, *, buffer: bool | None = None, upstream: bool | None = None) -> None:
         """Pause reading from the client while its bytes cannot go anywhere; resume when they can."""
@@ -355,10 +431,13 @@ class Client(asyncio.Protocol):
             self.transport.resume_reading()
 
     def sweep(self, now: float) -> None:
+        flight = self.flight
+        if (flight is not None and flight.timer is None and flight.response is None and flight.upstream is not None
+                and flight.deadline - now <= _TIMER_HORIZON_S):
+            flight.timer = self.s.loop.call_at(flight.deadline, self._response_timeout, flight)
         idle = self.s.config.idle_timeout_s
         if self.closed or now - self.last < idle or self.transport is None:
             return
-        flight = self.flight
         if flight is None:
             if self.buffer:  # a head that never finished
                 self.s.metrics.client_errors.labels(reason="idle_timeout").inc()
@@ -393,10 +472,12 @@ class Client(asyncio.Protocol):
                 self.s.metrics.client_errors.labels(reason="bad_request").inc()
                 self._reply_and_close(400, "Bad Request", f"sidecar: {exc}\n".encode())
                 return
-            route = route_of(head.method, head.target)
+            upgrade = b"upgrade" in head.headers and is_websocket_upgrade(head.headers)
+            route = "other" if upgrade else route_of(head.method, head.target)
             given = head.headers.get(_X_REQUEST_ID)
-            request_id = given if given is not None else uuid.uuid4().hex.encode()
-            flight = self.flight = Flight(head, route, request_id, self.s.loop.time())
+            request_id = given if given is not None else self.s.new_request_id()
+            flight = self.flight = Flight(head, route, request_id, _monotonic())
+            flight.upgrade = upgrade
             if route != "other":
                 if given is not None and not _REQUEST_ID.fullmatch(given):
                     flight.skip = "malformed"
@@ -404,7 +485,7 @@ class Client(asyncio.Protocol):
                     flight.skip = "too_large"
                 else:
                     flight.request_body = []
-            if len(self.buffer) <= _BUFFER_LIMIT:
+            if self._paused_buffer and len(self.buffer) <= _BUFFER_LIMIT:
                 self.set_paused(buffer=False)
             self.s.pool.acquire(self._attach)
 
@@ -430,7 +511,7 @@ class Client(asyncio.Protocol):
         up.client = self
         out = flight.head.raw
         if not HOP_BY_HOP.isdisjoint(flight.head.headers):
-            out = without_hop_by_hop(out, flight.head.headers)
+            out = without_hop_by_hop(out, flight.head.headers, UPGRADE_FIELDS if flight.upgrade else frozenset())
         if _X_REQUEST_ID not in flight.head.headers:
             out = with_header(out, _X_REQUEST_ID, flight.request_id)
         if not flight.request_done and self.buffer:
@@ -439,7 +520,10 @@ class Client(asyncio.Protocol):
             out += self._request_body(flight, pending)
             if self.flight is not flight:  # the body was invalid and the request already answered
                 return True
-        flight.timer = self.s.loop.call_later(self.s.config.response_timeout_s, self._response_timeout, flight)
+        timeout = self.s.config.response_timeout_s
+        flight.deadline = self.s.loop.time() + timeout
+        if timeout <= _TIMER_HORIZON_S:  # else armed by the sweep, if the answer is that late
+            flight.timer = self.s.loop.call_at(flight.deadline, self._response_timeout, flight)
         up.transport.write(out)
         if self._paused_writing:
             up.transport.pause_reading()
@@ -478,11 +562,17 @@ class Client(asyncio.Protocol):
     def upstream_data(self, data: bytes) -> None:
         flight = self.flight
         if flight is None or self.transport is None:
+            if self.tunnel is not None and self.transport is not None:
+                self.last = self.s.loop.time()
+                self.transport.write(data)
             return
         self.last = self.s.loop.time()
         if flight.response is None:
             data = self._response_head(flight, data)
             if flight.response is None:
+                return
+            if flight.response.status == 101:
+                self._switch(flight, data)
                 return
             head = flight.response.raw
             if _X_REQUEST_ID not in flight.response.headers:
@@ -518,9 +608,15 @@ class Client(asyncio.Protocol):
             return b""
         rest = buffered[end + 4:]
         if 100 <= head.status < 200:
-            if head.status == 101:  # upgrades are not relayed
-                self._fail(502, "Bad Gateway", b"sidecar: protocol upgrades are not supported\n", "bad_response")
-                return b""
+            if head.status == 101:
+                if not flight.upgrade:  # a switch nobody asked for
+                    self._fail(502, "Bad Gateway", b"sidecar: unrequested protocol switch\n", "bad_response")
+                    return b""
+                if flight.timer is not None:
+                    flight.timer.cancel()
+                    flight.timer = None
+                flight.response = head
+                return rest
             if self.transport is not None:
                 self.transport.write(head.raw)
             return self._response_head(flight, rest) if rest else b""
@@ -538,6 +634,30 @@ class Client(asyncio.Protocol):
                 flight.capture_body = []
                 flight.event_stream = head.headers.get(b"content-type", b"").startswith(b"text/event-stream")
         return rest
+
+    def _switch(self, flight: Flight, rest: bytes) -> None:
+        """The upstream accepted a WebSocket upgrade: relay its 101 head, then splice the two connections."""
+        up, response = flight.upstream, flight.response
+        if up is None or response is None or self.transport is None or not flight.request_done:
+            self._fail(502, "Bad Gateway", b"sidecar: protocol switch before the request ended\n", "bad_response")
+            return
+        head = response.raw
+        if _X_REQUEST_ID not in response.headers:
+            head = with_header(head, _X_REQUEST_ID, flight.request_id)
+        flight.sent = True
+        self.flight = None
+        self.s.pool.detach(up)
+        self.tunnel = up
+        self._end(flight, 101, complete=True)  # route "other", counted 1xx, never captured
+        self.transport.write(head + rest if rest else head)
+        if self.buffer and up.transport is not None:  # bytes the client sent right after its request
+            pending = bytes(self.buffer)
+            self.buffer.clear()
+            up.transport.write(pending)
+        if self._paused_buffer:
+            self.set_paused(buffer=False)
+        if self._paused_writing and up.transport is not None:
+            up.transport.pause_reading()
 
     def _response_body(self, flight: Flight, data: bytes) -> tuple[int, bool]:
         """How many bytes of ``data`` belong to the response body, and whether it is now complete."""
@@ -557,7 +677,7 @@ class Client(asyncio.Protocol):
             except HttpError:
                 self.s.metrics.upstream_errors.labels(reason="bad_response").inc()
                 flight.reusable, flight.capture_body, flight.skip = False, None, "incomplete"
-                flight.framing = Framing("close")  # relay the rest as it comes, then close
+                flight.framing = UNTIL_CLOSE  # relay the rest as it comes, then close
                 return len(data), False
             done = flight.response_chunks.done
             if body is not None:
@@ -576,13 +696,20 @@ class Client(asyncio.Protocol):
             if flight.capture_size > self.s.config.capture_max_bytes:
                 flight.capture_body, flight.skip = None, "too_large"
             elif flight.event_stream:
-                flight.pieces.append((self.s.loop.time(), flight.capture_size))
+                flight.pieces.append((_monotonic(), flight.capture_size))
         return take, done
 
     def upstream_lost(self, exc: Exception | None) -> None:
         """The upstream connection ended: cleanly (``exc`` None: EOF) or not (a reset, an I/O error)."""
         flight = self.flight
         if flight is None:
+            if self.tunnel is not None:  # the upstream ended the tunnel: so does the client connection
+                self.tunnel = None
+                if exc is None:
+                    self._close()  # after what is still to be written
+                elif self.transport is not None:
+                    self.closed = True
+                    _reset(self.transport)
             return
         flight.upstream = None
         if flight.response is not None and flight.framing.kind == "close" and exc is None:
@@ -644,15 +771,16 @@ class Client(asyncio.Protocol):
         if not (keep and flight.head.keep_alive):
             self._close()
             return
-        self.set_paused(buffer=False)
+        if self._paused_buffer:
+            self.set_paused(buffer=False)
         if self.buffer:
             self._next_request()
 
     def _end(self, flight: Flight, status: int, *, complete: bool) -> None:
         """Metrics for one ended request, and its capture handed to the producer (never waited on)."""
         s = self.s
-        finished = s.loop.time()
-        s.requests[flight.route, f"{min(status // 100, 5)}xx"].inc()
+        finished = _monotonic()
+        s.requests[flight.route, _STATUS_CLASS[min(status // 100, 5)]].inc()
         s.seconds[flight.route].observe(finished - flight.started)
         if flight.route == "other":
             return
@@ -664,11 +792,7 @@ class Client(asyncio.Protocol):
         if flight.skip is not None or flight.request_body is None or flight.capture_body is None:
             s.capturer.skip(flight.route, flight.skip or "incomplete")
             return
-        exchange = Exchange(route=flight.route, path=flight.head.target, request_id=flight.request_id.decode(),
-                            time=flight.wall, request_body=b"".join(flight.request_body), status=status,
-                            response_body=b"".join(flight.capture_body), event_stream=flight.event_stream,
-                            pieces=flight.pieces, started=flight.started, finished=finished)
-        s.submit(exchange)
+        s.submit(Ended(flight, status, finished))
 
 
 def _reset(transport: asyncio.Transport) -> None:

@@ -20,7 +20,7 @@ COPY dashboards ./dashboards
 RUN pip --python /opt/inferwatch/bin/python install --no-cache-dir --no-compile --no-deps .
 WORKDIR /opt/inferwatch/lib/python3.11/site-packages
 RUN find . -depth -type d -name tests -exec rm -rf {} + \
- && strip --strip-unneeded uvloop/*.so httptools/parser/*.so yaml/*.so \
+ && strip --strip-unneeded uvloop/*.so yaml/*.so \
  && /opt/inferwatch/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash . \
  && /opt/inferwatch/bin/python -c "import monitor.cli, monitor.pipeline, scipy.stats"
 

@@ -22,7 +22,7 @@ RUN pip --python /opt/inferwatch/bin/python install --no-cache-dir --no-compile 
 WORKDIR /opt/inferwatch/lib/python3.11/site-packages
 RUN find . -depth -type d -name tests -exec rm -rf {} + \
  && find . \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
- && strip --strip-unneeded uvloop/*.so httptools/parser/*.so yaml/*.so \
+ && strip --strip-unneeded uvloop/*.so yaml/*.so \
  && /opt/inferwatch/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash . \
  && /opt/inferwatch/bin/python -c "import collectors.sidecar, monitor.cli"
 
