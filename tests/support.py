@@ -180,3 +180,23 @@ def running_prometheus(folder: Path, jobs: Mapping[str, int]) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(15)
+
+
+def sidecar_thread(config: Any, producer: Any, registry: Any) -> tuple[Any, threading.Event, threading.Thread]:
+    """Run :func:`collectors.sidecar.run_sidecar` in a daemon thread until the returned event is set: ``(the
+    started Sidecar, stop, thread)``; raises when it has not started within the deadline."""
+    from collectors.sidecar import Sidecar, run_sidecar
+
+    stop, started = threading.Event(), threading.Event()
+    holder: list[Sidecar] = []
+
+    def on_started(sidecar: Sidecar) -> None:
+        holder.append(sidecar)
+        started.set()
+
+    thread = threading.Thread(target=run_sidecar, args=(config, producer, registry, stop),
+                              kwargs={"on_started": on_started}, daemon=True)
+    thread.start()
+    if not started.wait(DEADLINE_S):
+        raise RuntimeError("the sidecar did not start")
+    return holder[0], stop, thread

@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collectors.sidecar import Sidecar, SidecarConfig, run_sidecar
+from collectors.sidecar import Sidecar, SidecarConfig
 from monitor.auth import MIN_TOKEN_CHARS, Guard, is_loopback, read_token_file
 from monitor.errors import ConfigError
 from monitor.events import encode_event
 from monitor.server import DaemonServer
 from monitor.transport import MemoryBus
-from tests.support import DEADLINE_S, events, free_port, wait_until, write_profile
+from tests.support import DEADLINE_S, events, free_port, sidecar_thread, wait_until, write_profile
 
 TOKEN = "9f2c4e7a1b3d5f60718293a4b5c6d7e8"
 JSON = {"Content-Type": "application/json"}
@@ -305,18 +305,8 @@ def test_loopback_without_a_token_is_open_as_before(bus: MemoryBus) -> None:
 
 def start_sidecar(config: SidecarConfig, registry: CollectorRegistry) -> tuple[Sidecar, threading.Event,
                                                                                 threading.Thread]:
-    stop, started = threading.Event(), threading.Event()
-    holder: list[Sidecar] = []
-
-    def on_started(sidecar: Sidecar) -> None:
-        holder.append(sidecar)
-        started.set()
-
-    thread = threading.Thread(target=run_sidecar, args=(config, None, registry, stop),
-                              kwargs={"on_started": on_started}, daemon=True)
-    thread.start()
-    assert started.wait(DEADLINE_S), "the sidecar did not start"
-    return holder[0], stop, thread
+    sidecar, stop, thread = sidecar_thread(config, None, registry)
+    return sidecar, stop, thread
 
 
 @beyond_loopback

@@ -220,15 +220,7 @@ def test_linear_statistic_equals_brute_force_on_the_same_rows() -> None:
     generator = torch.Generator().manual_seed(seed)  # the detector's row order: reference first, then current
     xs = x[torch.randperm(64, generator=generator).numpy()[:50]]
     ys = y[torch.randperm(50, generator=generator).numpy()[:50]]
-
-    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.exp(-((a - b) ** 2).sum(axis=1) / (2.0 * sigma**2))
-        return out
-
-    h = k(xs[0::2], xs[1::2]) + k(ys[0::2], ys[1::2]) - k(xs[0::2], ys[1::2]) - k(xs[1::2], ys[0::2])  # (25,)
-    assert result.mmd2 == pytest.approx(h.mean(), abs=1e-12)
-    z = h.mean() / (h.std(ddof=1) / math.sqrt(len(h)))
-    assert result.p_value == pytest.approx(stats.norm.sf(z), rel=1e-9)
+    check_linear(result, xs, ys, sigma)
 
 
 def test_linear_test_detects_shift_on_large_sample_and_not_without(backend: Backend) -> None:
@@ -411,15 +403,7 @@ def test_numpy_linear_statistic_equals_brute_force_on_its_rows() -> None:
 
     rng = np.random.default_rng(seed)  # the detector's row order: reference first, then current
     xs, ys = x[rng.permutation(64)[:50]], y[rng.permutation(50)[:50]]
-
-    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.exp(-((a - b) ** 2).sum(axis=1) / (2.0 * sigma**2))
-        return out
-
-    h = k(xs[0::2], xs[1::2]) + k(ys[0::2], ys[1::2]) - k(xs[0::2], ys[1::2]) - k(xs[1::2], ys[0::2])  # (25,)
-    assert result.mmd2 == pytest.approx(h.mean(), abs=1e-12)
-    z = h.mean() / (h.std(ddof=1) / math.sqrt(len(h)))
-    assert result.p_value == pytest.approx(stats.norm.sf(z), rel=1e-9)
+    check_linear(result, xs, ys, sigma)
 
 
 @needs_torch
@@ -568,3 +552,17 @@ def test_embedding_drift_uses_torch_when_installed_and_logs_nothing(caplog: pyte
     assert result is not None and not result.insufficient
     assert detector._mmd.backend == "torch"
     assert not [r for r in caplog.records if r.name == "monitor.detection.embedding_drift"]
+
+
+def check_linear(result: MMDResult, xs: np.ndarray, ys: np.ndarray, sigma: float) -> None:
+    """The linear-time statistic and its one-sided normal p-value, recomputed by brute force on the detector's own
+    row pairs (Gretton et al. 2012, section 6)."""
+
+    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.exp(-((a - b) ** 2).sum(axis=1) / (2.0 * sigma**2))
+        return out
+
+    h = k(xs[0::2], xs[1::2]) + k(ys[0::2], ys[1::2]) - k(xs[0::2], ys[1::2]) - k(xs[1::2], ys[0::2])  # (pairs,)
+    assert result.mmd2 == pytest.approx(h.mean(), abs=1e-12)
+    z = h.mean() / (h.std(ddof=1) / math.sqrt(len(h)))
+    assert result.p_value == pytest.approx(stats.norm.sf(z), rel=1e-9)

@@ -16,11 +16,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from collectors import EventProducer
-from collectors.sidecar import ModelRef, Sidecar, SidecarConfig, run_sidecar
+from collectors.sidecar import ModelRef, Sidecar, SidecarConfig
 from collectors.sidecar.http import ChunkedDecoder, HttpError
 from monitor.events import InferenceEvent, decode_record
 from monitor.transport import MemoryBus
-from tests.support import DEADLINE_S, wait_until
+from tests.support import DEADLINE_S, sidecar_thread, wait_until
 
 ERROR_BODY = b'{"error": "overloaded", "retry": true}\n'
 PROBS = [0.1, 0.7, 0.2]
@@ -206,19 +206,8 @@ def start_stack(server: Upstream | None = None, **overrides: object) -> tuple[St
                               "connect_timeout_s": DEADLINE_S, **overrides})  # type: ignore[arg-type]
     registry, bus = CollectorRegistry(), MemoryBus()
     producer = EventProducer(bus.producer(), "events", registry=registry, linger_s=0.005)
-    stop, started = threading.Event(), threading.Event()
-    holder: list[Sidecar] = []
-
-    def on_started(sidecar: Sidecar) -> None:
-        holder.append(sidecar)
-        started.set()
-
-    thread = threading.Thread(target=run_sidecar, args=(config, producer, registry, stop),
-                              kwargs={"on_started": on_started}, daemon=True)
-    thread.start()
-    if not started.wait(DEADLINE_S):
-        raise RuntimeError("the sidecar did not start")
-    return Stack(upstream, holder[0], registry, producer, bus), stop, thread
+    sidecar, stop, thread = sidecar_thread(config, producer, registry)
+    return Stack(upstream, sidecar, registry, producer, bus), stop, thread
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from http import HTTPStatus
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collectors.sidecar import Sidecar, SidecarConfig, run_sidecar
-from tests.support import DEADLINE_S, wait_until
+from collectors.sidecar import Sidecar, SidecarConfig
+from tests.support import DEADLINE_S, sidecar_thread, wait_until
 
 websockets_server = pytest.importorskip("websockets.asyncio.server")
 websockets_client = pytest.importorskip("websockets.sync.client")
@@ -113,19 +113,8 @@ def stack() -> Iterator[Stack]:
                            admin_host="127.0.0.1", admin_port=0, response_timeout_s=DEADLINE_S,
                            connect_timeout_s=DEADLINE_S)
     registry = CollectorRegistry()
-    stop, started = threading.Event(), threading.Event()
-    holder: list[Sidecar] = []
-
-    def on_started(sidecar: Sidecar) -> None:
-        holder.append(sidecar)
-        started.set()
-
-    thread = threading.Thread(target=run_sidecar, args=(config, None, registry, stop),
-                              kwargs={"on_started": on_started}, daemon=True)
-    thread.start()
-    if not started.wait(DEADLINE_S):
-        raise RuntimeError("the sidecar did not start")
-    yield Stack(upstream, holder[0], registry)
+    sidecar, stop, thread = sidecar_thread(config, None, registry)
+    yield Stack(upstream, sidecar, registry)
     stop.set()
     thread.join(DEADLINE_S)
     upstream.stop()
