@@ -765,7 +765,7 @@ def load_sidecar_config(path: str | Path | None = None,
 
     ``overrides`` are the command line's values, by key (``models`` entries are added to the file's); the
     result is validated once, and an error names the key (``config.yaml: ... at sidecar.listen_port``). A
-    relative ``spool`` folder in the file is resolved against the file's folder. Without ``path``, the
+    relative ``spool`` folder or token file in the file is resolved against the file's folder. Without ``path``, the
     defaults with ``overrides``.
     """
     source = str(path) if path is not None else "command line"
@@ -783,9 +783,10 @@ def load_sidecar_config(path: str | Path | None = None,
         if not isinstance(raw, dict) or not isinstance(raw.get("sidecar"), dict):
             raise ConfigError(f"{source}: expected a `sidecar:` mapping at the top level")
         section = dict(raw["sidecar"])
-        spool = section.get("spool")
-        if isinstance(spool, str) and not Path(spool).is_absolute():
-            section["spool"] = str((p.parent / spool).resolve())
+        for key in ("spool", "ingest_token_file", "admin_token_file"):
+            value = section.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                section[key] = str((p.parent / value).resolve())
         models = section.get("models")
         for ref in models.values() if isinstance(models, dict) else ():
             # YAML reads `version: 1` as a number; a version is a name.

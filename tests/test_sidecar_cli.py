@@ -128,10 +128,12 @@ sidecar:
 def test_the_sidecar_section_loads_alone_and_overrides_win(tmp_path: Path) -> None:
     path = tmp_path / "sidecar.yaml"
     path.write_text("sidecar:\n  upstream: http://model:9000\n  listen_port: 8001\n  spool: data/spool\n"
-                    "  models: {a: {model: cnn, version: 2}}\n")
+                    "  admin_token_file: secrets/admin\n  models: {a: {model: cnn, version: 2}}\n")
     config = load_sidecar_config(path, {"listen_port": 8100, "models": {"b": {"model": "gpt", "version": "1"}}})
     assert (config.upstream_address, config.listen_port) == (("model", 9000), 8100)
-    assert config.spool == str((tmp_path / "data" / "spool").resolve())
+    assert config.spool == str((tmp_path / "data" / "spool").resolve())  # relative paths: to the file's folder
+    assert config.admin_token_file == str((tmp_path / "secrets" / "admin").resolve())
+    assert load_sidecar_config(path, {"admin_token_file": "t"}).admin_token_file == "t"  # a flag's: as given
     assert config.models == {"a": ModelRef("cnn", "2"), "b": ModelRef("gpt", "1")}
     assert config.admin_port == 9400 and config.kafka is None  # the defaults, declared once in monitor.config
     with pytest.raises(ConfigError, match=r"must look like http://host:port.* at sidecar\.upstream"):
